@@ -421,14 +421,21 @@ class Registry:
             else:
                 probe_text = f"probe: problem not present ({finding.detail})"
             self._set(name, "applied", f"{'forced: ' if forced else ''}{gate_text}; {probe_text}")
-        if not from_hook:
-            self._warn_stale(patcher.changes)
+            stale = {} if from_hook else self._stale_references(patcher.changes)
+        for qualname, where in stale.items():
+            shown = ", ".join(where[:5]) + (f" and {len(where) - 5} more" if len(where) > 5 else "")
+            warnings.warn(
+                f"paddlefix patched {qualname} after {shown} took a reference to the original; "
+                "those references stay unpatched (call paddlefix.apply() before importing them)",
+                PaddlefixWarning,
+                stacklevel=5,
+            )
 
-    def _warn_stale(self, changes: list[_Change | _Callback]) -> None:
-        """Warn, as gevent does, about references to originals taken before patching."""
+    def _stale_references(self, changes: list[_Change | _Callback]) -> dict[str, list[str]]:
+        """Module globals that still hold an original we just replaced (as gevent warns)."""
         originals = {id(c.original): c for c in changes if isinstance(c, _Change) and callable(c.original)}
         if not originals:
-            return
+            return {}
         stale: dict[str, list[str]] = {}
         for modname, module in list(sys.modules.items()):
             if not isinstance(module, types.ModuleType) or modname.startswith("paddlefix"):
@@ -441,14 +448,7 @@ class Registry:
                 change = originals.get(id(value))
                 if change is not None and value is change.original:
                     stale.setdefault(change.qualname, []).append(f"{modname}.{attr}")
-        for qualname, where in stale.items():
-            shown = ", ".join(where[:5]) + (f" and {len(where) - 5} more" if len(where) > 5 else "")
-            warnings.warn(
-                f"paddlefix patched {qualname} after {shown} took a reference to the original; "
-                "those references stay unpatched (call paddlefix.apply() before importing them)",
-                PaddlefixWarning,
-                stacklevel=4,
-            )
+        return stale
 
     # -- revert ---------------------------------------------------------------------
     def revert(self, *names: str) -> dict[str, PatchStatus]:

@@ -1,0 +1,266 @@
+"""The ``paddlefix`` command (also ``python -m paddlefix``).
+
+    paddlefix list [--json]           every patch: state, reason, ranges, installed versions, links
+    paddlefix doctor [--json]         probe each installed library before and after its patch
+    paddlefix run [OPTIONS] -- CMD    run CMD with paddlefix applied in every Python process
+    paddlefix fakedata inspect FILE   structure, shapes and dtypes of a captured-batches file
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import shutil
+import sys
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import paddlefix
+from . import settings
+from ._errors import ConfigError
+from .registry import Finding
+
+__all__ = ["main"]
+
+BOOTSTRAP_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_bootstrap")
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(str(r[i])) for r in [headers, *rows]) for i in range(len(headers))]
+    line = "  ".join("{:<%d}" % w for w in widths)
+    out = [line.format(*headers), line.format(*("-" * w for w in widths))]
+    out += [line.format(*map(str, r)) for r in rows]
+    return "\n".join(s.rstrip() for s in out)
+
+
+def _installed_text(installed: dict[str, str]) -> str:
+    return ", ".join(f"{d} {v}" for d, v in installed.items()) or "-"
+
+
+# -- list ---------------------------------------------------------------------------
+def cmd_list(args: argparse.Namespace) -> int:
+    """What ``apply()`` does here without importing any library (imports stay pending)."""
+    report = paddlefix.apply("all") if args.all else paddlefix.apply()
+    env_vars = {p.name: [v.name for v in p.env] for p in paddlefix.patches()}
+    if args.json:
+        items = []
+        for st in report.values():
+            item = st.to_dict()
+            item["env"] = env_vars[st.name]
+            items.append(item)
+        print(json.dumps(items, indent=2))
+        return 0
+    rows = []
+    for st in report.values():
+        ranges = "; ".join(f"{d} {r}" for d, r in st.requires.items())
+        rows.append(
+            (st.name, st.state, "default" if st.default else "opt-in", ranges, _installed_text(dict(st.installed)))
+        )
+    print(_table(("patch", "state", "set", "affected", "installed"), rows))
+    print()
+    for st in report.values():
+        links = f"  [{', '.join(st.links)}]" if st.links else ""
+        print(f"{st.name}: {st.reason}{links}")
+    return 0
+
+
+# -- doctor -------------------------------------------------------------------------
+@dataclass
+class DoctorRow:
+    name: str
+    installed: str
+    before: str
+    after: str
+    result: str
+    reason: str
+    failed: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "installed": self.installed,
+            "before": self.before,
+            "after": self.after,
+            "result": self.result,
+            "reason": self.reason,
+            "state": "failed" if self.failed else self.result,
+        }
+
+
+def _probe_text(finding: Finding | None) -> str:
+    if finding is None:
+        return "no probe"
+    return ("present: " if finding.present else "absent: ") + finding.detail
+
+
+def _safe_probe(patch: paddlefix.Patch) -> tuple[Finding | None, str | None]:
+    if patch.probe is None:
+        return None, None
+    try:
+        return patch.probe(), None
+    except Exception as exc:
+        return None, f"probe raised {type(exc).__name__}: {exc}"
+
+
+def _doctor_one(patch: paddlefix.Patch) -> DoctorRow | None:
+    registry = paddlefix._registry
+    installed = registry._installed(patch)
+    if len(installed) < len(patch.requires):
+        return None
+    inst = _installed_text(installed)
+    if patch.apply is None:
+        return DoctorRow(patch.name, inst, "-", "-", "not implemented yet", "not implemented yet")
+    try:
+        for mod in (patch.module, *patch.imports):
+            importlib.import_module(mod)
+    except Exception as exc:
+        reason = f"import {patch.module} failed: {type(exc).__name__}: {exc}"
+        return DoctorRow(patch.name, inst, "-", "-", "FAILED", reason, failed=True)
+    before, error = _safe_probe(patch)
+    if error:
+        return DoctorRow(patch.name, inst, error, "-", "FAILED", error, failed=True)
+    status = registry.apply(patch.name)[patch.name]
+    after_text = "-"
+    if status.state == "applied":
+        after, error = _safe_probe(patch)
+        registry.revert(patch.name)
+        if error:
+            return DoctorRow(patch.name, inst, _probe_text(before), error, "FAILED", error, failed=True)
+        after_text = _probe_text(after)
+        if after is not None and after.present:
+            return DoctorRow(
+                patch.name, inst, _probe_text(before), after_text, "FAILED",
+                "problem still present with the patch applied", failed=True,
+            )
+        result = "fixed by patch"
+    elif status.state == "failed":
+        return DoctorRow(patch.name, inst, _probe_text(before), "-", "FAILED", status.reason, failed=True)
+    elif status.state == "skipped" and before is not None and before.present:
+        result = "PROBLEM PRESENT, not patched"
+    else:
+        result = "not needed" if status.state == "skipped" else status.state
+    return DoctorRow(patch.name, inst, _probe_text(before), after_text, result, status.reason)
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    """Probe each patch whose library is installed, before and after applying it, then revert."""
+    rows = []
+    missing = []
+    for patch in paddlefix.patches():
+        row = _doctor_one(patch)
+        if row is None:
+            missing.append(f"{patch.name} ({' and '.join(patch.requires)} not installed)")
+        else:
+            rows.append(row)
+    failed = any(r.failed for r in rows)
+    if args.json:
+        print(json.dumps({"patches": [r.to_dict() for r in rows], "not_installed": missing}, indent=2))
+        return 1 if failed else 0
+    print(f"paddlefix {paddlefix.__version__} doctor: Python {sys.version.split()[0]}")
+    print(_table(
+        ("patch", "installed", "result", "before patch", "with patch"),
+        [(r.name, r.installed, r.result, r.before, r.after) for r in rows],
+    ))
+    print()
+    for r in rows:
+        print(f"{r.name}: {r.reason}")
+    for m in missing:
+        print(f"{m}: skipped")
+    print()
+    print("FAILED: see above" if failed else "OK: no patch failed")
+    return 1 if failed else 0
+
+
+# -- run ------------------------------------------------------------------------------
+def cmd_run(args: argparse.Namespace) -> int:
+    """Exec the command with the bootstrap ``sitecustomize`` first on PYTHONPATH."""
+    command = list(args.command)
+    if command and command[0] == "--":
+        command = command[1:]
+    if not command:
+        print("paddlefix run: no command given (usage: paddlefix run [OPTIONS] -- CMD ARGS...)", file=sys.stderr)
+        return 2
+    env = dict(os.environ)
+    for var, value in (
+        (settings.ENV_PATCHES, args.patches),
+        (settings.ENV_DISABLE, args.disable),
+        (settings.ENV_FORCE, args.force),
+    ):
+        if value is not None:
+            env[var] = value
+    if args.strict:
+        env[settings.ENV_STRICT] = "1"
+    # Refuse bad settings here, before the program starts.
+    settings.resolve(paddlefix._registry.names, paddlefix._registry.defaults, environ=env)
+    paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and p != BOOTSTRAP_DIR]
+    env["PYTHONPATH"] = os.pathsep.join([BOOTSTRAP_DIR, *paths])
+    env["PADDLEFIX_RUN"] = "1"
+    executable = shutil.which(command[0], path=env.get("PATH"))
+    if executable is None:
+        print(f"paddlefix run: command not found: {command[0]!r}", file=sys.stderr)
+        return 127
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(executable, command, env)
+    return 0  # not reached
+
+
+# -- fakedata -------------------------------------------------------------------------
+def cmd_fakedata_inspect(args: argparse.Namespace) -> int:
+    from . import fakedata
+
+    return fakedata.inspect_command(args.file, as_json=args.json)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="paddlefix",
+        description="Version-gated, probe-checked patches that make Paddle behave as PyTorch users expect.",
+    )
+    parser.add_argument("--version", action="version", version=f"paddlefix {paddlefix.__version__}")
+    sub = parser.add_subparsers(dest="command_name", required=True)
+
+    p = sub.add_parser("list", help="every patch with its state and reason (no library is imported)")
+    p.add_argument("--json", action="store_true", help="print a JSON list")
+    p.add_argument("--all", action="store_true", help="include opt-in patches, as apply('all') would")
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("doctor", help="probe each installed library before and after its patch")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_doctor)
+
+    p = sub.add_parser(
+        "run",
+        help="run a command with paddlefix applied in every Python process it starts",
+        description="Run CMD with paddlefix.apply() at start-up of every Python process, children included.",
+    )
+    p.add_argument("--patches", help=f"comma list, as {settings.ENV_PATCHES} (default, all, names)")
+    p.add_argument("--disable", help=f"comma list, as {settings.ENV_DISABLE}")
+    p.add_argument("--force", help=f"comma list, as {settings.ENV_FORCE}")
+    p.add_argument("--strict", action="store_true", help=f"as {settings.ENV_STRICT}=1")
+    p.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD ARGS...")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("fakedata", help="captured-batches files")
+    fsub = p.add_subparsers(dest="fakedata_command", required=True)
+    q = fsub.add_parser("inspect", help="print the structure, shapes and dtypes of FILE")
+    q.add_argument("file")
+    q.add_argument("--json", action="store_true", help="print JSON")
+    q.set_defaults(func=cmd_fakedata_inspect)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        print(f"paddlefix: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

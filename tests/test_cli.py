@@ -1,0 +1,128 @@
+"""The ``paddlefix`` command: list, doctor, run (children and distributed workers)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+
+PADDLEFIX = [sys.executable, "-m", "paddlefix"]
+NAMES = ["matmul_precision", "tokenizer_special_tokens", "attention_mask", "kaiming_init", "eval_grad", "nan_guard"]
+
+
+def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    full = {k: v for k, v in os.environ.items() if not k.startswith("PADDLEFIX_") and k != "PYTHONPATH"}
+    full.update(env or {})
+    return subprocess.run([*PADDLEFIX, *args], capture_output=True, text=True, env=full, timeout=timeout, cwd=ROOT)
+
+
+def test_list_json_schema():
+    out = cli("list", "--json")
+    assert out.returncode == 0, out.stderr
+    items = json.loads(out.stdout)
+    assert [i["name"] for i in items] == NAMES
+    for item in items:
+        assert item["state"] in ("applied", "pending", "skipped", "disabled", "failed")
+        assert isinstance(item["reason"], str) and item["reason"]
+        assert isinstance(item["requires"], dict) and isinstance(item["installed"], dict)
+        assert isinstance(item["links"], list) and isinstance(item["env"], list)
+        assert isinstance(item["default"], bool)
+    nan_guard = items[-1]
+    assert nan_guard["default"] is False and nan_guard["state"] == "skipped"
+
+
+def test_list_table_and_bad_environment():
+    out = cli("list")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[0].split() == ["patch", "state", "set", "affected", "installed"]
+    bad = cli("list", env={"PADDLEFIX_PATCHES": "nope"})
+    assert bad.returncode == 2
+    assert "PADDLEFIX_PATCHES: unknown patch 'nope'; valid choices:" in bad.stderr
+
+
+def test_doctor_reports_every_installed_patch():
+    out = cli("doctor")
+    assert out.returncode == 0, out.stdout + out.stderr
+    text = out.stdout
+    assert text.splitlines()[1].split()[:3] == ["patch", "installed", "result"]
+    for name in NAMES:
+        assert f"\n{name} " in text and f"\n{name}: " in text
+    assert text.rstrip().endswith("OK: no patch failed")
+    data = json.loads(cli("doctor", "--json").stdout)
+    assert [p["name"] for p in data["patches"]] == NAMES
+    assert all({"before", "after", "result", "reason", "state"} <= set(p) for p in data["patches"])
+
+
+STATUS_SCRIPT = textwrap.dedent(
+    """
+    import json, os, sys
+    import paddlefix
+    out = {k: [v.state, v.reason] for k, v in paddlefix.status().items()}
+    import paddle
+    out["after_import"] = {k: v.state for k, v in paddlefix.status().items()}
+    path = os.path.join(sys.argv[1], "status.%s.json" % os.environ.get("PADDLE_TRAINER_ID", os.getpid()))
+    with open(path, "w") as f:
+        json.dump(out, f)
+    """
+)
+
+
+def _statuses(folder: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(folder.glob("status.*.json"))]
+
+
+def test_run_applies_in_child_and_grandchild_and_keeps_sitecustomize(tmp_path):
+    script = tmp_path / "status.py"
+    script.write_text(STATUS_SCRIPT)
+    (tmp_path / "custom").mkdir()
+    (tmp_path / "custom" / "sitecustomize.py").write_text(
+        "import os\nopen(os.path.join(%r, 'sitecustomize.%%d' %% os.getpid()), 'w').close()\n" % str(tmp_path)
+    )
+    parent = tmp_path / "parent.py"
+    parent.write_text(
+        "import subprocess, sys\n"
+        f"subprocess.run([sys.executable, {str(script)!r}, {str(tmp_path)!r}], check=True)\n"
+        f"subprocess.run([sys.executable, {str(script)!r}, {str(tmp_path)!r}], check=True)\n"
+    )
+    out = cli(
+        "run", "--disable", "eval_grad", "--", sys.executable, str(parent),
+        env={"PYTHONPATH": str(tmp_path / "custom")},
+    )
+    assert out.returncode == 0, out.stderr
+    statuses = _statuses(tmp_path)
+    assert len(statuses) == 2
+    for st in statuses:
+        assert st["eval_grad"] == ["disabled", "disabled by PADDLEFIX_DISABLE"]
+        assert st["nan_guard"][0] == "skipped"
+    # the user's own sitecustomize ran in the parent and in both children
+    assert len(list(tmp_path.glob("sitecustomize.*"))) == 3
+
+
+def test_run_refuses_bad_settings_and_missing_command():
+    out = cli("run", "--patches", "bogus", "--", sys.executable, "-c", "pass")
+    assert out.returncode == 2 and "PADDLEFIX_PATCHES: unknown patch 'bogus'" in out.stderr
+    out = cli("run", "--", "no-such-command-xyz")
+    assert out.returncode == 127 and "command not found" in out.stderr
+
+
+@pytest.mark.slow
+def test_run_reaches_both_workers_of_paddle_distributed_launch(tmp_path):
+    script = tmp_path / "status.py"
+    script.write_text(STATUS_SCRIPT)
+    out = cli(
+        "run", "--disable", "eval_grad", "--",
+        sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", "2",
+        "--log_dir", str(tmp_path / "log"), str(script), str(tmp_path),
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    statuses = _statuses(tmp_path)
+    assert len(statuses) == 2, list(tmp_path.iterdir())
+    for st in statuses:
+        assert st["eval_grad"] == ["disabled", "disabled by PADDLEFIX_DISABLE"]
