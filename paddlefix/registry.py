@@ -16,14 +16,11 @@ patch's ``imports``.
 
 from __future__ import annotations
 
-import collections
-import logging
 import sys
 import threading
 import types
 import warnings
-from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Literal, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, NamedTuple
 
 from ._errors import PaddlefixWarning, PatchError
 from . import settings as _settings
@@ -41,21 +38,30 @@ __all__ = [
     "is_patched",
 ]
 
-log = logging.getLogger("paddlefix")
+if TYPE_CHECKING:
+    from typing import Literal
 
-State = Literal["applied", "pending", "skipped", "disabled", "failed"]
+    State = Literal["applied", "pending", "skipped", "disabled", "failed"]
+else:
+    State = str
+
+STATES = ("applied", "pending", "skipped", "disabled", "failed")
 
 
-@dataclass(frozen=True)
-class Finding:
+def _log() -> Any:
+    import logging  # lazily: keeps ``import paddlefix`` cheap
+
+    return logging.getLogger("paddlefix")
+
+
+class Finding(NamedTuple):
     """What a probe saw: is the problem present here, and a one-line detail."""
 
     present: bool
     detail: str
 
 
-@dataclass(frozen=True)
-class Patch:
+class Patch(NamedTuple):
     """One patch: what it fixes, where the problem exists, and how to probe and apply it.
 
     ``requires`` maps distribution names to the PEP 440 range where the problem exists;
@@ -81,8 +87,7 @@ class Patch:
     env: tuple[_settings.EnvVar, ...] = ()
 
 
-@dataclass(frozen=True)
-class PatchStatus:
+class PatchStatus(NamedTuple):
     """The outcome of one patch, as ``status()`` reports it."""
 
     name: str
@@ -112,33 +117,39 @@ class PatchStatus:
         }
 
 
-@dataclass
 class _Change:
-    patch: str
-    owner: Any
-    attr: str
-    original: Any
-    new: Any
-    had_own: bool
+    """One replaced attribute, as journaled for revert."""
+
+    __slots__ = ("patch", "owner", "attr", "original", "new", "had_own")
+
+    def __init__(self, patch: str, owner: Any, attr: str, original: Any, new: Any, had_own: bool) -> None:
+        self.patch, self.owner, self.attr = patch, owner, attr
+        self.original, self.new, self.had_own = original, new, had_own
 
     @property
     def qualname(self) -> str:
         return f"{_owner_name(self.owner)}.{self.attr}"
 
 
-@dataclass
 class _Callback:
-    patch: str
-    fn: Callable[[], None]
-    label: str
+    """A revert action for state that is not an attribute."""
+
+    __slots__ = ("patch", "fn", "label")
+
+    def __init__(self, patch: str, fn: Callable[[], None], label: str) -> None:
+        self.patch, self.fn, self.label = patch, fn, label
 
 
-@dataclass
 class _Record:
-    state: State = "skipped"
-    reason: str = "not applied (paddlefix.apply() not called)"
-    forced: bool = False
-    installed: dict[str, str] = field(default_factory=dict)
+    """The mutable outcome of one patch."""
+
+    __slots__ = ("state", "reason", "forced", "installed")
+
+    def __init__(self, reason: str) -> None:
+        self.state: State = "skipped"
+        self.reason = reason
+        self.forced = False
+        self.installed: dict[str, str] = {}
 
 
 def _owner_name(owner: Any) -> str:
@@ -310,8 +321,10 @@ class Registry:
             elif self._records[name].state not in ("applied", "pending"):
                 self._activate(name, forced=name in cfg.force)
         report = self.status()
-        counts = collections.Counter(report[n].state for n in cfg.selected)
-        log.info(
+        counts: dict[str, int] = {}
+        for n in cfg.selected:
+            counts[report[n].state] = counts.get(report[n].state, 0) + 1
+        _log().info(
             "paddlefix.apply(): %s | %s",
             ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "nothing selected",
             "; ".join(f"{n}: {report[n].state} ({report[n].reason})" for n in cfg.selected),
@@ -510,7 +523,7 @@ class Registry:
                 return
             record.state = state
             record.reason = reason or state
-        log.debug("%s: %s (%s)", name, state, reason)
+        _log().debug("%s: %s (%s)", name, state, reason)
 
     def status(self) -> dict[str, PatchStatus]:
         installed = {n: self._installed(p) for n, p in self._patches.items()}  # outside the lock

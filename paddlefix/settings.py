@@ -10,12 +10,10 @@ those of the environment.
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 import warnings
-from dataclasses import dataclass
-from typing import Iterable, Mapping, Sequence
+from typing import Iterable, Mapping, NamedTuple, Sequence
 
 from ._errors import ConfigError, PaddlefixWarning
 
@@ -43,8 +41,7 @@ _FALSE = ("0", "false", "no", "off", "")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
-@dataclass(frozen=True)
-class EnvVar:
+class EnvVar(NamedTuple):
     """A patch-specific environment variable and its accepted values."""
 
     name: str
@@ -57,8 +54,7 @@ class EnvVar:
 _INTERNAL_VARS = frozenset({"PADDLEFIX_RUN"})
 
 
-@dataclass(frozen=True)
-class Settings:
+class Settings(NamedTuple):
     """The resolved settings of one ``apply()`` call."""
 
     selected: tuple[str, ...]
@@ -225,10 +221,12 @@ def _log_level(environ: Mapping[str, str]) -> int | None:
     value = raw.strip().upper()
     if value not in LOG_LEVELS:
         raise ConfigError(f"{ENV_LOG_LEVEL}: invalid value {raw!r}; valid choices: {', '.join(LOG_LEVELS)}")
+    import logging
+
     return int(getattr(logging, value))
 
 
-_handler: logging.Handler | None = None
+_handler = None
 
 
 def configure_logging(environ: Mapping[str, str] | None = None) -> None:
@@ -236,6 +234,8 @@ def configure_logging(environ: Mapping[str, str] | None = None) -> None:
 
     Without the variable, paddlefix leaves logging to the application (a library's manners).
     """
+    import logging
+
     global _handler
     level = _log_level(os.environ if environ is None else environ)
     if level is None:
