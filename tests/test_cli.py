@@ -126,3 +126,22 @@ def test_run_reaches_both_workers_of_paddle_distributed_launch(tmp_path):
     assert len(statuses) == 2, list(tmp_path.iterdir())
     for st in statuses:
         assert st["eval_grad"] == ["disabled", "disabled by PADDLEFIX_DISABLE"]
+
+
+def test_fakedata_inspect_command(tmp_path):
+    import numpy as np
+
+    from paddlefix import fakedata
+
+    path = tmp_path / "batches.npz"
+    batches = ({"input_ids": np.arange(6, dtype="int64").reshape(2, 3), "label": i} for i in range(2))
+    fakedata.capture(batches, 2, str(path))
+    out = cli("fakedata", "inspect", str(path))
+    assert out.returncode == 0, out.stderr
+    assert "2 batches" in out.stdout and "['input_ids']: int64 [2, 3]" in out.stdout
+    data = json.loads(cli("fakedata", "inspect", "--json", str(path)).stdout)
+    assert data["n_batches"] == 2
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"not a zip")
+    out = cli("fakedata", "inspect", str(bad))
+    assert out.returncode == 1 and str(bad) in out.stderr
