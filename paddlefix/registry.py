@@ -176,7 +176,7 @@ class Patcher:
         """Set ``owner.attr = new`` and return the original (the first-saved one)."""
         own = _own_dict(owner)
         had_own = attr in own
-        current = own[attr] if had_own else getattr(owner, attr)
+        current = own[attr] if had_own else getattr(owner, attr, _MISSING)  # may add a new one
         key = (id(owner), attr)
         previous = self._registry._ours.get(id(current))
         if previous == self.patch.name:
@@ -553,6 +553,8 @@ class Registry:
     def get_original(self, owner: Any, attr: str) -> Any:
         saved = self._originals.get((id(owner), attr))
         if saved is not None and saved[0] is owner:
+            if saved[1] is _MISSING:
+                raise AttributeError(f"{_owner_name(owner)}.{attr} did not exist before paddlefix added it")
             return saved[1]
         own = _own_dict(owner)
         return own[attr] if attr in own else getattr(owner, attr)
