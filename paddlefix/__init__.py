@@ -17,6 +17,7 @@ import zlib as _zlib  # noqa: F401
 from typing import Any, Iterable
 
 from ._errors import ConfigError, PaddlefixWarning, PatchError
+from . import patches  # the subpackage: one module per patch
 from .patches import load_specs as _load_specs
 from .registry import Finding, Patch, PatchStatus, Registry, State
 
@@ -26,7 +27,7 @@ __all__ = [
     "apply",
     "revert",
     "status",
-    "patches",
+    "specs",
     "get_original",
     "is_patched",
     "PatchStatus",
@@ -85,8 +86,8 @@ def status() -> dict[str, PatchStatus]:
     return _registry.status()
 
 
-def patches() -> list[Patch]:
-    """The specs of every known patch, in registry order."""
+def specs() -> list[Patch]:
+    """The specs of every known patch, in registry order (the code is in ``paddlefix.patches``)."""
     return [_registry.patch(n) for n in _registry.names]
 
 

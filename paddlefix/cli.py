@@ -43,7 +43,7 @@ def _installed_text(installed: dict[str, str]) -> str:
 def cmd_list(args: argparse.Namespace) -> int:
     """What ``apply()`` does here without importing any library (imports stay pending)."""
     report = paddlefix.apply("all") if args.all else paddlefix.apply()
-    env_vars = {p.name: [v.name for v in p.env] for p in paddlefix.patches()}
+    env_vars = {p.name: [v.name for v in p.env] for p in paddlefix.specs()}
     if args.json:
         items = []
         for st in report.values():
@@ -148,7 +148,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     """Probe each patch whose library is installed, before and after applying it, then revert."""
     rows = []
     missing = []
-    for patch in paddlefix.patches():
+    for patch in paddlefix.specs():
         row = _doctor_one(patch)
         if row is None:
             missing.append(f"{patch.name} ({' and '.join(patch.requires)} not installed)")

@@ -16,7 +16,7 @@ DEFAULTS = NAMES[:-1]
 
 
 def test_six_patch_names_and_defaults():
-    specs = paddlefix.patches()
+    specs = paddlefix.specs()
     assert [p.name for p in specs] == NAMES
     assert [p.name for p in specs if p.default] == DEFAULTS
     report = paddlefix.status()
