@@ -92,7 +92,7 @@ def test_run_applies_in_child_and_grandchild_and_keeps_sitecustomize(tmp_path):
         f"subprocess.run([sys.executable, {str(script)!r}, {str(tmp_path)!r}], check=True)\n"
     )
     out = cli(
-        "run", "--disable", "eval_grad", "--", sys.executable, str(parent),
+        "run", "--patches", "default,nan_guard", "--disable", "eval_grad", "--", sys.executable, str(parent),
         env={"PYTHONPATH": str(tmp_path / "custom")},
     )
     assert out.returncode == 0, out.stderr
@@ -100,7 +100,8 @@ def test_run_applies_in_child_and_grandchild_and_keeps_sitecustomize(tmp_path):
     assert len(statuses) == 2
     for st in statuses:
         assert st["eval_grad"] == ["disabled", "disabled by PADDLEFIX_DISABLE"]
-        assert st["nan_guard"][0] == "skipped"
+        assert st["nan_guard"] == ["pending", "waiting for import of paddle"]
+        assert st["after_import"]["nan_guard"] == "applied"
     # the user's own sitecustomize ran in the parent and in both children
     assert len(list(tmp_path.glob("sitecustomize.*"))) == 3
 
@@ -117,15 +118,17 @@ def test_run_reaches_both_workers_of_paddle_distributed_launch(tmp_path):
     script = tmp_path / "status.py"
     script.write_text(STATUS_SCRIPT)
     out = cli(
-        "run", "--disable", "eval_grad", "--",
+        "run", "--patches", "nan_guard", "--",
         sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", "2",
         "--log_dir", str(tmp_path / "log"), str(script), str(tmp_path),
     )
     assert out.returncode == 0, out.stdout + out.stderr
     statuses = _statuses(tmp_path)
-    assert len(statuses) == 2, list(tmp_path.iterdir())
+    assert sorted(p.name for p in tmp_path.glob("status.*.json")) == ["status.0.json", "status.1.json"]
     for st in statuses:
-        assert st["eval_grad"] == ["disabled", "disabled by PADDLEFIX_DISABLE"]
+        assert st["nan_guard"] == ["pending", "waiting for import of paddle"]
+        assert st["after_import"]["nan_guard"] == "applied"
+        assert st["after_import"]["eval_grad"] == "skipped"  # not selected
 
 
 def test_fakedata_inspect_command(tmp_path):
