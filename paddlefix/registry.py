@@ -402,8 +402,14 @@ class Registry:
     def _run(self, name: str, forced: bool, gate_text: str, from_hook: bool) -> None:
         """Gates 4 and 5. The target module is imported; imports happen before the lock."""
         patch = self._patches[name]
-        for mod in patch.imports:
-            __import__(mod)
+        try:
+            for mod in patch.imports:
+                __import__(mod)
+        except Exception as exc:
+            with self._lock:
+                if self._records[name].state != "applied":
+                    self._set(name, "failed", f"import {mod} failed: {type(exc).__name__}: {exc}")
+            return
         with self._lock:
             record = self._records[name]
             if record.state == "applied" or (from_hook and record.state != "pending"):

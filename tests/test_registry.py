@@ -253,3 +253,10 @@ def test_threads_apply_revert_consistent():
     reg.revert()
     assert all(a is b for a, b in zip(snapshot(places), before))
     assert not reg._journal
+
+
+def test_failed_import_of_declared_module_is_a_failed_state():
+    reg = make_registry(imports=("paddle.no_such_submodule_xyz",))
+    report = reg.apply("wrap_matmul")
+    assert report["wrap_matmul"].state == "failed"
+    assert report["wrap_matmul"].reason.startswith("import paddle.no_such_submodule_xyz failed: ModuleNotFoundError")
