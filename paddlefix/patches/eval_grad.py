@@ -25,10 +25,16 @@ The probe runs eval-mode Dropout + BatchNorm1D forward and backward on the real 
 from __future__ import annotations
 
 import functools
-import inspect
 from typing import Any
 
 from ..registry import Finding, Patch, Patcher
+
+
+def _signature(fn: Any) -> Any:
+    import inspect  # lazily: keeps ``import paddlefix`` cheap
+
+    return inspect.signature(fn)
+
 
 __all__ = ["SPEC"]
 
@@ -87,7 +93,7 @@ def _eval_dropout(paddle: Any, x: Any, p: float, mode: str) -> Any:
 
 
 def _make_dropout(original: Any) -> Any:
-    sig = inspect.signature(original)
+    sig = _signature(original)
 
     @functools.wraps(original)
     def dropout(*args: Any, **kwargs: Any) -> Any:
@@ -140,7 +146,7 @@ def _eval_batch_norm(paddle: Any, x: Any, mean: Any, var: Any, weight: Any, bias
 
 
 def _make_batch_norm(original: Any) -> Any:
-    sig = inspect.signature(original)
+    sig = _signature(original)
 
     @functools.wraps(original)
     def batch_norm(*args: Any, **kwargs: Any) -> Any:

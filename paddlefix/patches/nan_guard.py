@@ -32,13 +32,11 @@ Not covered: ``LBFGS`` (its ``step(closure)`` computes the gradients itself), st
 from __future__ import annotations
 
 import functools
-import logging
 import math
 import threading
 import warnings
 import weakref
-from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 from .._errors import PaddlefixWarning
 from ..registry import Finding, Patch, Patcher
@@ -46,15 +44,12 @@ from ..settings import EnvVar, env_choice
 
 __all__ = ["SPEC", "NanGuardStats", "nan_guard_stats", "ENV_NAN_GUARD"]
 
-log = logging.getLogger("paddlefix")
-
 ENV_NAN_GUARD = "PADDLEFIX_NAN_GUARD"
 _MODES = ("skip", "raise")
 _SHOWN = 5  # parameters named in a message
 
 
-@dataclass(frozen=True)
-class NanGuardStats:
+class NanGuardStats(NamedTuple):
     """Counters of the nan_guard patch (process-wide, every optimizer)."""
 
     steps: int
