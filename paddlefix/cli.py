@@ -11,9 +11,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import logging
 import os
 import shutil
 import sys
+import warnings
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -99,7 +101,9 @@ def _safe_probe(patch: paddlefix.Patch) -> tuple[Finding | None, str | None]:
     if patch.probe is None:
         return None, None
     try:
-        return patch.probe(), None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. nan_guard's own warning when it stops the probe's step
+            return patch.probe(), None
     except Exception as exc:
         return None, f"probe raised {type(exc).__name__}: {exc}"
 
@@ -113,8 +117,10 @@ def _doctor_one(patch: paddlefix.Patch) -> DoctorRow | None:
     if patch.apply is None:
         return DoctorRow(patch.name, inst, "-", "-", "not implemented yet", "not implemented yet")
     try:
-        for mod in (patch.module, *patch.imports):
-            importlib.import_module(mod)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the libraries' own import-time noise
+            for mod in (patch.module, *patch.imports):
+                importlib.import_module(mod)
     except Exception as exc:
         reason = f"import {patch.module} failed: {type(exc).__name__}: {exc}"
         return DoctorRow(patch.name, inst, "-", "-", "FAILED", reason, failed=True)
@@ -148,12 +154,19 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     """Probe each patch whose library is installed, before and after applying it, then revert."""
     rows = []
     missing = []
-    for patch in paddlefix.specs():
-        row = _doctor_one(patch)
-        if row is None:
-            missing.append(f"{patch.name} ({' and '.join(patch.requires)} not installed)")
-        else:
-            rows.append(row)
+    logger = logging.getLogger("paddlefix")
+    level = logger.level
+    if settings.ENV_LOG_LEVEL not in os.environ:
+        logger.setLevel(logging.WARNING)  # the table says it all; no INFO line per apply()
+    try:
+        for patch in paddlefix.specs():
+            row = _doctor_one(patch)
+            if row is None:
+                missing.append(f"{patch.name} ({' and '.join(patch.requires)} not installed)")
+            else:
+                rows.append(row)
+    finally:
+        logger.setLevel(level)
     failed = any(r.failed for r in rows)
     if args.json:
         print(json.dumps({"patches": [r.to_dict() for r in rows], "not_installed": missing}, indent=2))

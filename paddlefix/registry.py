@@ -416,7 +416,9 @@ class Registry:
                 return  # applied by another thread, or reverted while waiting
             record.forced = forced
             try:
-                finding = patch.probe() if patch.probe is not None else None
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # a probe runs the library: its warnings are not the user's
+                    finding = patch.probe() if patch.probe is not None else None
             except Exception as exc:
                 if not forced:
                     self._set(name, "failed", f"probe raised {type(exc).__name__}: {exc}")
