@@ -209,7 +209,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     settings.resolve(paddlefix._registry.names, paddlefix._registry.defaults, environ=env)
     paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and p != BOOTSTRAP_DIR]
     env["PYTHONPATH"] = os.pathsep.join([BOOTSTRAP_DIR, *paths])
-    env["PADDLEFIX_RUN"] = "1"
     executable = shutil.which(command[0], path=env.get("PATH"))
     if executable is None:
         print(f"paddlefix run: command not found: {command[0]!r}", file=sys.stderr)

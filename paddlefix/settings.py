@@ -50,10 +50,6 @@ class EnvVar(NamedTuple):
     doc: str
 
 
-#: Variables that belong to paddlefix itself (not to a patch) and are read elsewhere.
-_INTERNAL_VARS = frozenset({"PADDLEFIX_RUN"})
-
-
 class Settings(NamedTuple):
     """The resolved settings of one ``apply()`` call."""
 
@@ -190,11 +186,11 @@ def check_environment(environ: Mapping[str, str], known: Sequence[str] = ()) -> 
             env_choice(name, var.choices, var.default, environ)
     if ENV_LOG_LEVEL in environ:
         _log_level(environ)
-    valid = set(known_env_vars()) | _INTERNAL_VARS
+    valid = known_env_vars()
     for name in environ:
         if name.startswith("PADDLEFIX_") and name not in valid:
             warnings.warn(
-                f"unknown environment variable {name} ignored; paddlefix reads: {', '.join(sorted(valid - _INTERNAL_VARS))}",
+                f"unknown environment variable {name} ignored; paddlefix reads: {', '.join(valid)}",
                 PaddlefixWarning,
                 stacklevel=4,
             )
