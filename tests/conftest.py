@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from typing import Iterator
+from typing import Callable, Iterator
 
 import paddlefix  # noqa: F401  (first: zlib before paddle 2.6.2)
 import pytest
@@ -28,3 +28,28 @@ def run_python(code: str, env: dict[str, str] | None = None, timeout: float = 30
     return subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, env=full, timeout=timeout, cwd=ROOT
     )
+
+
+def race(n_threads: int, rounds: int, apply: Callable[[], object], revert: Callable[[], object]) -> None:
+    """``n_threads`` threads released together, odd ones applying and even ones reverting
+    ``rounds`` times; re-raises the first error any of them hit."""
+    import threading
+
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(n_threads)
+
+    def work(i: int) -> None:
+        try:
+            barrier.wait()
+            for _ in range(rounds):
+                apply() if i % 2 else revert()
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(n_threads)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import warnings
 
 import paddle  # noqa: F401  (patch targets must be imported for apply to act now)
@@ -11,7 +10,7 @@ import pytest
 
 import paddlefix
 from paddlefix import PaddlefixWarning
-from tests.conftest import run_python
+from tests.conftest import race, run_python
 
 ALL = [p.name for p in paddlefix.specs()]
 
@@ -63,26 +62,7 @@ def test_sixteen_threads_leave_a_consistent_state(paddlefix_clean):
     _forced_apply()
     first = _journal()
     paddlefix.revert()
-    errors: list[BaseException] = []
-    barrier = threading.Barrier(16)
-
-    def work(i: int) -> None:
-        try:
-            barrier.wait()
-            for _ in range(10):
-                if i % 2:
-                    _forced_apply()
-                else:
-                    paddlefix.revert()
-        except BaseException as exc:  # pragma: no cover - reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(16)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors
+    race(16, 10, _forced_apply, paddlefix.revert)
     report = paddlefix.status()
     journal = _journal()
     for name, st in report.items():

@@ -9,7 +9,6 @@ through the public API in test_api.py and tests/patches/.
 from __future__ import annotations
 
 import functools
-import threading
 import warnings
 
 import paddle
@@ -17,6 +16,7 @@ import pytest
 
 from paddlefix import PaddlefixWarning, PatchError
 from paddlefix.registry import Finding, Patch, Patcher, Registry
+from tests.conftest import race
 
 
 def _passthrough(fn):
@@ -221,28 +221,9 @@ def test_threads_apply_revert_consistent():
     reg = make_registry()
     places = matmul_places()
     before = snapshot(places)
-    errors = []
-    barrier = threading.Barrier(16)
-
-    def work(i: int) -> None:
-        try:
-            barrier.wait()
-            for _ in range(20):
-                if i % 2:
-                    reg.apply("wrap_matmul")
-                else:
-                    reg.revert("wrap_matmul")
-        except Exception as exc:  # pragma: no cover - reported below
-            errors.append(exc)
-
     with warnings.catch_warnings():
         warnings.simplefilter("error", PaddlefixWarning)  # no foreign-wrapper confusion either
-        threads = [threading.Thread(target=work, args=(i,)) for i in range(16)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-    assert not errors
+        race(16, 20, lambda: reg.apply("wrap_matmul"), lambda: reg.revert("wrap_matmul"))
     state = reg.status()["wrap_matmul"].state
     current = snapshot(places)
     if state == "applied":
