@@ -16,6 +16,7 @@ def rows() -> list[Row]:
     from paddlefix.patches import matmul_precision as mp
 
     saved_mode = mp._mode
+    was_applied = paddlefix.status()["matmul_precision"].state == "applied"
     paddlefix.revert("matmul_precision")
     rng = np.random.default_rng(0)
     small = [paddle.to_tensor(rng.standard_normal((64, 64)).astype("float32")) for _ in range(2)]
@@ -76,6 +77,8 @@ def rows() -> list[Row]:
     finally:
         paddlefix.revert("matmul_precision")
         mp._mode = saved_mode
+        if was_applied:  # leave the patch as we found it
+            paddlefix.apply("matmul_precision", strict=False)
     return out
 
 

@@ -28,27 +28,9 @@ import functools
 from typing import Any
 
 from ..registry import Finding, Patch, Patcher
-
-
-def _signature(fn: Any) -> Any:
-    import inspect  # lazily: keeps ``import paddlefix`` cheap
-
-    return inspect.signature(fn)
-
+from ._util import grad_enabled, signature
 
 __all__ = ["SPEC"]
-
-
-def _grad_enabled_ctx(paddle: Any) -> Any:
-    import contextlib
-
-    enable = getattr(paddle, "enable_grad", None)
-    if enable is not None:
-        return enable()
-    setter = getattr(paddle, "set_grad_enabled", None)
-    if setter is not None:
-        return setter(True)
-    return contextlib.nullcontext()
 
 
 def problem_present() -> Finding:
@@ -59,7 +41,7 @@ def problem_present() -> Finding:
         return Finding(True, "static graph mode: not probed (assumed affected in the version range)")
     from paddle.utils import unique_name
 
-    with unique_name.guard(), _grad_enabled_ctx(paddle):
+    with unique_name.guard(), grad_enabled(paddle):
         drop = paddle.nn.Dropout(0.5)
         norm = paddle.nn.BatchNorm1D(3)
         # Set the flags directly: Layer.eval() would also flip the tracer's global train mode.
@@ -93,7 +75,7 @@ def _eval_dropout(paddle: Any, x: Any, p: float, mode: str) -> Any:
 
 
 def _make_dropout(original: Any) -> Any:
-    sig = _signature(original)
+    sig = signature(original)
 
     @functools.wraps(original)
     def dropout(*args: Any, **kwargs: Any) -> Any:
@@ -146,7 +128,7 @@ def _eval_batch_norm(paddle: Any, x: Any, mean: Any, var: Any, weight: Any, bias
 
 
 def _make_batch_norm(original: Any) -> Any:
-    sig = _signature(original)
+    sig = signature(original)
 
     @functools.wraps(original)
     def batch_norm(*args: Any, **kwargs: Any) -> Any:

@@ -50,7 +50,7 @@ import warnings
 from typing import Any, Callable
 
 from .._errors import PaddlefixWarning
-from ..registry import Finding, Patch, Patcher
+from ..registry import Finding, Patch, Patcher, _log
 
 __all__ = ["SPEC", "kaiming_normal_", "kaiming_uniform_", "NONLINEARITIES", "MODES"]
 
@@ -225,7 +225,7 @@ def _check_mode(owner: str, mode: Any, fan_in: Any) -> None:
 
 def _make_init_with_mode(cls: type, original: Callable[..., None]) -> Callable[..., None]:
     """``cls.__init__`` that also takes ``mode`` (after the original parameters)."""
-    import inspect
+    import inspect  # lazily: keeps ``import paddlefix`` cheap
 
     sig = inspect.signature(original)
     if "mode" not in sig.parameters:
@@ -431,9 +431,7 @@ def apply(patcher: Patcher) -> None:
     if "init" in features:
         _apply_init(patcher, paddle)
     native = [f for f in _FEATURES if f not in missing]
-    import logging
-
-    logging.getLogger("paddlefix").debug(
+    _log().debug(
         "kaiming_init: patched %s; native: %s",
         ", ".join(features) or "nothing",
         ", ".join(native) or "nothing",

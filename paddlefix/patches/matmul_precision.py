@@ -66,13 +66,6 @@ TF32_FLAG = "FLAGS_cublas_allow_tf32"
 _mode: str | None = None
 """Mode chosen by ``set_float32_matmul_precision`` (None: environment, else default)."""
 _lock = threading.RLock()
-_in_effect: str | None = None
-"""Mode of the current application of the patch (None while not applied)."""
-
-
-def _clear_in_effect() -> None:
-    global _in_effect
-    _in_effect = None
 
 
 # -- public API ---------------------------------------------------------------------------
@@ -374,10 +367,7 @@ def apply(patcher: Patcher) -> None:
     """Set TF32 for the current mode (GPU builds); in ``float64`` mode install the wrappers."""
     import paddle
 
-    global _in_effect
     mode = get_float32_matmul_precision()
-    _in_effect = mode  # journaled, so even a change-free (forced) application shows in revert
-    patcher.on_revert(_clear_in_effect, f"mode {mode!r} in effect")
     if _gpu_build(paddle):
         changed = set_tf32(_controls(paddle), mode in ("high", "medium"), patcher.on_revert)
         if changed:

@@ -41,6 +41,7 @@ from typing import Any, Callable, NamedTuple
 from .._errors import PaddlefixWarning
 from ..registry import Finding, Patch, Patcher
 from ..settings import EnvVar, env_choice
+from ._util import grad_enabled
 
 __all__ = ["SPEC", "NanGuardStats", "nan_guard_stats", "ENV_NAN_GUARD"]
 
@@ -57,7 +58,8 @@ class NanGuardStats(NamedTuple):
     skipped: int
     """Updates nan_guard refused because of a non-finite gradient (skipped or raised)."""
     last_skipped_step: int | None
-    """Step number (per optimizer, counted from 1 since nan_guard was applied) of the last skip."""
+    """Step number of the last skip (per optimizer, counted from 1: its first guarded step since
+    the process started or the last ``nan_guard_stats(reset=True)``)."""
     last_skipped_params: tuple[str, ...]
     """Names of the parameters with non-finite gradients at the last skip (first few)."""
     scaler_skipped: int
@@ -146,10 +148,21 @@ def _grads(params: list[Any]) -> list[tuple[Any, Any]]:
 
 
 def _nonfinite(paddle: Any, pairs: list[tuple[Any, Any]]) -> list[Any]:
-    """Parameters whose gradient holds a NaN or Inf; one host read when all are finite."""
+    """Parameters whose gradient holds a NaN or Inf; one host read when all are finite.
+
+    Fast path: one ``sum`` per gradient (a single read of it, the cheapest reduction),
+    ``add_n`` of the float32 sums and one host read. A sum is finite only if every element
+    is (NaN propagates, ``inf - inf`` is NaN); for complex gradients the real and imaginary
+    parts are checked as a real tensor (``as_real``), so a NaN/Inf in either part shows. Only when that total is not finite
+    does an exact per-tensor ``isfinite`` pass name the parameters (and rule out a finite
+    gradient whose sum merely overflowed).
+    """
     if not pairs:
         return []
     low = tuple(getattr(paddle, n) for n in ("float16", "bfloat16") if hasattr(paddle, n))
+    complex_ = tuple(getattr(paddle, n) for n in ("complex64", "complex128") if hasattr(paddle, n))
+    if any(g.dtype in complex_ for _, g in pairs):  # astype(float32) would drop the imaginary part
+        pairs = [(p, paddle.as_real(g) if g.dtype in complex_ else g) for p, g in pairs]
     sums = []
     for _, g in pairs:
         s = paddle.sum(g, dtype="float32") if g.dtype in low else paddle.sum(g)
@@ -227,8 +240,8 @@ def _guard(original: Callable[..., Any], via: str) -> Callable[..., Any]:
             if not bad:
                 return original(self, *args, **kwargs)
             _refuse(self, step, bad, len(pairs), via)
-            if via == "minimize":
-                return [], [(p, g) for p, g in pairs]
+            if via == "minimize":  # stock returns (optimize_ops, params_grads)
+                return [], [(p, p._grad_ivar()) for p, _ in pairs]
             return None
         finally:
             _local.active = False
@@ -237,16 +250,6 @@ def _guard(original: Callable[..., Any], via: str) -> Callable[..., Any]:
 
 
 # -- probe and apply -----------------------------------------------------------------------
-
-
-def _grad_enabled(paddle: Any) -> Any:
-    import contextlib
-
-    enable = getattr(paddle, "enable_grad", None)
-    if enable is not None:
-        return enable()
-    setter = getattr(paddle, "set_grad_enabled", None)
-    return setter(True) if setter is not None else contextlib.nullcontext()
 
 
 def problem_present() -> Finding:
@@ -260,7 +263,7 @@ def problem_present() -> Finding:
     with unique_name.guard():
         p = paddle.create_parameter([2], "float32", default_initializer=paddle.nn.initializer.Constant(1.0))
         opt = paddle.optimizer.SGD(learning_rate=0.1, parameters=[p])
-        with _grad_enabled(paddle):
+        with grad_enabled(paddle):
             (p * paddle.to_tensor([float("nan"), 1.0])).sum().backward()
         opt.step()
         value = p.numpy()
@@ -293,6 +296,7 @@ def _targets(paddle: Any) -> list[tuple[type, str]]:
 
 
 def apply(patcher: Patcher) -> None:
+    """Wrap ``step`` / ``minimize`` of every optimizer class in ``paddle.optimizer`` that defines them."""
     import paddle
 
     _mode()  # validate PADDLEFIX_NAN_GUARD now, not at the first step

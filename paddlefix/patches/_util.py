@@ -1,0 +1,28 @@
+"""Helpers shared by several patch modules (kept free of heavy imports: ``import paddlefix`` stays cheap)."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+
+def signature(fn: Callable[..., Any]) -> Any:
+    """``inspect.signature(fn)``, importing :mod:`inspect` only when a patch is applied."""
+    import inspect
+
+    return inspect.signature(fn)
+
+
+def grad_enabled(paddle: Any) -> Any:
+    """A context manager that turns autograd on for a probe, whatever the caller's mode.
+
+    ``paddle.enable_grad`` (2.5+), else ``paddle.set_grad_enabled(True)``, else a no-op.
+    """
+    enable = getattr(paddle, "enable_grad", None)
+    if enable is not None:
+        return enable()
+    setter = getattr(paddle, "set_grad_enabled", None)
+    if setter is not None:
+        return setter(True)
+    import contextlib
+
+    return contextlib.nullcontext()
