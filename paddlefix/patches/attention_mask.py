@@ -32,19 +32,19 @@ into the additive 4D mask the encoder passes through untouched:
 
 ``attention_mask=None`` keeps paddlenlp's default (mask derived from ``pad_token_id``);
 Hugging Face treats ``None`` as "attend everywhere". Masks are normalised on their device
-without a host sync, except 4D float masks: their 0/1 test reads back the mask's min and
-max (and, only when those are 0 and 1, one more flag).
+without a host sync, except 4D float masks: their 0/1 test reads back two flags (one sync).
 Static graphs (``paddle.jit.to_static``) are passed through unchanged.
 """
 
 from __future__ import annotations
 
 import functools
+import threading
 import warnings
 from typing import Any, Callable
 
 from .._errors import PaddlefixWarning
-from ..registry import Finding, Patch
+from ..registry import Finding, Patch, Patcher
 
 
 def _signature(fn: Any) -> Any:
@@ -78,6 +78,7 @@ _ACCEPTED = (
 )
 
 _warned_float01 = False
+_warn_lock = threading.Lock()
 
 
 def _mask_value(dtype: Any) -> float:
@@ -119,13 +120,31 @@ def _is_float(dtype: Any) -> bool:
 
 
 def _is_keep01(mask: Any) -> bool:
-    """True if every value is 0 or 1 and at least one is 1 (reads back from the device)."""
+    """True if every value is 0 or 1 and at least one is 1: one read-back from the device.
+
+    Comparisons only, so it also works for float16/bfloat16 masks on CPU, where Paddle has no
+    ``min``/``max`` kernels for half types.
+    """
     import paddle
 
-    low, high = (float(v) for v in paddle.stack([mask.min(), mask.max()]).astype("float32").numpy())
-    if low < 0 or high != 1:  # additive masks have negatives: decided by one min/max read-back
-        return False
-    return bool(paddle.logical_or(mask == 0, mask == 1).all())
+    only01 = paddle.logical_or(mask == 0, mask == 1).all()
+    any1 = (mask == 1).any()
+    flags = paddle.stack([only01, any1]).numpy()
+    return bool(flags[0]) and bool(flags[1])
+
+
+_LIBRARIES = frozenset({"paddle", "paddlenlp", "paddlefix"})
+
+
+def _caller_level() -> int:
+    """``stacklevel`` (for a warning issued by the function calling this) of the first frame
+    outside paddle, paddlenlp and paddlefix: the user's model call, however deep the head."""
+    import sys
+
+    frame, level = sys._getframe(1), 1
+    while frame.f_back is not None and frame.f_globals.get("__name__", "").partition(".")[0] in _LIBRARIES:
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def _bad_shape(shape: list[int], target: list[object]) -> ValueError:
@@ -161,7 +180,7 @@ def normalize_attention_mask(
     else:
         raise _bad_shape(shape, target)
     for got, want in zip(full, [batch, heads, seq, key]):
-        if got != 1 and want is not None and want >= 0 and got != want:
+        if got != 1 and want is not None and got != want:
             raise _bad_shape(shape, target)
 
     if ndim == 2:
@@ -171,15 +190,16 @@ def normalize_attention_mask(
     elif _is_float(mask.dtype):
         if not _is_keep01(mask):
             return mask if mask.dtype == dtype else mask.astype(dtype)
-        if not _warned_float01:
-            _warned_float01 = True
+        with _warn_lock:  # once, also when threads race here
+            first, _warned_float01 = not _warned_float01, True
+        if first:
             warnings.warn(
                 "attention_mask: a 4D float mask whose values are all 0 or 1 is read as a keep-mask "
                 "(1 = attend, 0 = masked), as Hugging Face reads 2D/3D masks, not added to the scores. "
                 "Pass a bool/int mask to say so explicitly, or an additive mask (0 and large negative "
                 "values) for additive semantics. (Shown once.)",
                 PaddlefixWarning,
-                stacklevel=4,
+                stacklevel=_caller_level(),
             )
     value = _mask_value(_compute_dtype(dtype))
     if dtype in (paddle.float32, paddle.float64):
@@ -317,7 +337,7 @@ def problem_present() -> Finding:
     return Finding(False, "3D mask [2, 3, 3] gives the expected output")
 
 
-def apply(patcher: Any) -> None:
+def apply(patcher: Patcher) -> None:
     """Wrap the ``forward`` of every covered encoder found (see :data:`COVERED`)."""
     classes = _covered_classes()
     if not classes:

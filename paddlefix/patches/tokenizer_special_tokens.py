@@ -13,8 +13,8 @@ no-split list, ``unique_no_split_tokens`` plus every special token the tokenizer
 the algorithm is paddlenlp's own (lower-casing around special tokens, whitespace stripping
 next to them, ``_tokenize`` on the pieces in between). Nothing is stored on the tokenizer:
 the trie and regular expression built for an instance are cached beside it (weakly) and
-rebuilt when its special or added tokens change, so tokenizers pickle as before and
-``revert()`` restores the original behaviour of every instance. Tokenizer classes that
+rebuilt when its special or added tokens or ``do_lower_case`` change, so tokenizers pickle
+as before and ``revert()`` restores the original behaviour of every instance. Tokenizer classes that
 override ``tokenize`` themselves are not affected.
 
 Versions (paddlenlp, direct construction): 2.0.0-2.2.2 split every special token (no trie);
@@ -65,12 +65,10 @@ def problem_present() -> Finding:
 class _Plan:
     """What tokenize() needs for one state of a tokenizer's special / added tokens."""
 
-    __slots__ = ("no_split_list", "no_split_len", "specials_key", "trie", "no_split", "lower_re")
+    __slots__ = ("key", "trie", "no_split", "lower_re")
 
-    def __init__(self, no_split_list: List[str], specials_key: tuple, trie: Any, no_split: frozenset, lower_re: Any):
-        self.no_split_list = no_split_list  # the instance's list object (identity + length = version)
-        self.no_split_len = len(no_split_list)
-        self.specials_key = specials_key
+    def __init__(self, key: tuple, trie: Any, no_split: frozenset, lower_re: Any) -> None:
+        self.key = key  # (unique_no_split_tokens, special tokens, do_lower_case), by content
         self.trie = trie
         self.no_split = no_split
         self.lower_re = lower_re
@@ -98,24 +96,20 @@ def _lower_outside(pattern: Any, text: str) -> str:
 def _make_tokenize(original: Callable[..., List[str]], trie_cls: type, added_token_cls: type) -> Callable[..., List[str]]:
     def plan_for(self: Any, specials: List[str]) -> _Plan:
         no_split_list = self.unique_no_split_tokens
-        specials_key = tuple(specials)
         lower = bool(getattr(self, "do_lower_case", False))
-        key = specials_key + (lower,)
+        # By content, not by the list's identity: paddlenlp also edits the list in place
+        # (add_tokens of one token). O(n) like the set() stock tokenize builds every call.
+        key = (tuple(no_split_list), tuple(specials), lower)
         try:
             plan = _plans.get(self)
         except TypeError:  # unhashable subclass: no cache
             plan = None
-        if (
-            plan is not None
-            and plan.no_split_list is no_split_list
-            and plan.no_split_len == len(no_split_list)
-            and plan.specials_key == key
-        ):
+        if plan is not None and plan.key == key:
             return plan
         present = set(no_split_list)
         missing = [t for t in specials if t not in present]
         # The list from_pretrained() would leave: the sorted union (paddlenlp keeps it sorted).
-        effective = sorted(set(no_split_list).union(specials)) if missing else list(no_split_list)
+        effective = sorted(present.union(specials)) if missing else list(no_split_list)
         trie = trie_cls()
         special_set = set(specials)
         for token in effective:  # as PretrainedTokenizer._create_trie, without storing it
@@ -125,7 +119,7 @@ def _make_tokenize(original: Callable[..., List[str]], trie_cls: type, added_tok
             escaped = [re.escape(t) for t in effective + specials if t]
             # With nothing to protect, a pattern that never matches: every character is lowered.
             lower_re = re.compile("(" + "|".join(escaped) + ")" if escaped else "((?!))")
-        plan = _Plan(no_split_list, key, trie, frozenset(effective), lower_re)
+        plan = _Plan(key, trie, frozenset(effective), lower_re)
         try:
             with _plans_lock:
                 _plans[self] = plan

@@ -362,6 +362,53 @@ def test_special_tokens_changed_later_are_followed(paddlefix_clean: None, vocab_
     assert tok.tokenize("a<M>b[MASK]") == ["a", "<M>", "b", "[", "mask", "]"]
 
 
+def test_cache_follows_in_place_edits_of_no_split_list(paddlefix_clean: None, vocab_file: str) -> None:
+    """The cached trie is rebuilt when ``unique_no_split_tokens`` changes in place: paddlenlp's
+    ``add_tokens`` of one token inserts into the list, and a same-length edit is followed too."""
+    from paddlenlp.transformers import BertTokenizer
+
+    _apply()
+    tok = BertTokenizer(vocab_file)
+    assert tok.tokenize("a[MASK]zzword") == ["a", "[MASK]", "[UNK]"]  # caches a trie for tok
+    no_split = tok.unique_no_split_tokens
+    assert tok.add_tokens(["zzword"]) == 1
+    assert tok.unique_no_split_tokens is no_split  # edited in place
+    assert tok.tokenize("a[MASK]zzword") == ["a", "[MASK]", "zzword"]
+    no_split[no_split.index("zzword")] = "yyword"  # same list, same length, other content
+    assert tok.tokenize("a[MASK]zzwordyyword") == ["a", "[MASK]", "[UNK]", "yyword"]
+
+
+def test_threads_share_one_tokenizer(paddlefix_clean: None, vocab_file: str) -> None:
+    """Eight threads tokenizing with one tokenizer while its trie is built and rebuilt agree with HF."""
+    import threading
+
+    import transformers
+    from paddlenlp.transformers import BertTokenizer
+
+    _apply()
+    tok, hf = BertTokenizer(vocab_file), transformers.BertTokenizer(vocab_file)
+    texts = [f"hello[MASK]world{i % 3 * '[SEP]'}中[UNK]Café[CLS]" for i in range(20)]
+    want = [hf.tokenize(t) for t in texts]
+    errors: list[str] = []
+    start = threading.Barrier(8)
+
+    def work(n: int) -> None:
+        start.wait()
+        for i in range(20):
+            if n == 0:  # one thread keeps changing the special tokens: every plan goes stale
+                tok.add_special_tokens({"additional_special_tokens": [f"[Q{i}]"]})
+            got = [tok.tokenize(t) for t in texts]
+            if n != 0 and got != want:
+                errors.append(f"thread {n}: {got[0]}")
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[:3]
+
+
 CharTokenizer = None  # a module-level class (so that it pickles), created on first use
 
 
