@@ -458,9 +458,13 @@ class Registry:
         if not originals:
             return {}
         stale: dict[str, list[str]] = {}
+        seen: set[int] = set()
         for modname, module in list(sys.modules.items()):
             if not isinstance(module, types.ModuleType) or modname.startswith("paddlefix"):
                 continue
+            if id(module) in seen:  # one module under two names (__main__ / __mp_main__)
+                continue
+            seen.add(id(module))
             try:
                 items = list(_own_dict(module).items())
             except Exception:

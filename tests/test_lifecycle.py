@@ -67,8 +67,9 @@ def test_sixteen_threads_leave_a_consistent_state(paddlefix_clean):
     journal = _journal()
     for name, st in report.items():
         mine = [c for c in paddlefix._registry._journal if c.patch == name]
-        # applied <=> its changes are journaled; never wrapped twice
-        assert (st.state == "applied") == bool(mine), (name, st.state)
+        # only an applied patch has changes in force (an applied one may need none, e.g.
+        # matmul_precision forced in "highest" mode on a CPU build)
+        assert st.state == "applied" or not mine, (name, st.state)
     keys = [(id(o), a) for o, a, *_ in journal]
     assert len(keys) == len(set(keys)), "an attribute was wrapped twice"
     for owner, attr, _, new, _ in journal:
@@ -105,3 +106,20 @@ def test_paddlenlp_patch_reason_states_range_and_probe(name, paddlefix_clean):
     st = paddlefix.apply(name)[name]
     assert st.state == "applied", st.reason
     assert st.reason.startswith(f"paddlenlp {st.installed['paddlenlp']} in affected range <3; probe confirmed: ")
+
+
+def test_reference_taken_before_apply_is_warned_about():
+    """`from paddle import matmul` before the patch: that name stays unpatched, and we say so."""
+    out = run_python(
+        "import warnings, paddlefix\n"
+        "from paddle import matmul\n"
+        "with warnings.catch_warnings(record=True) as w:\n"
+        "    warnings.simplefilter('always')\n"
+        "    paddlefix.set_float32_matmul_precision('float64')\n"
+        "print(paddlefix.status()['matmul_precision'].state)\n"
+        "print([str(x.message) for x in w if x.category is paddlefix.PaddlefixWarning])\n"
+    )
+    assert out.returncode == 0, out.stderr
+    state, messages = out.stdout.splitlines()[-2:]
+    assert state == "applied"
+    assert "after __main__.matmul took a reference to the original" in messages

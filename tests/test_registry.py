@@ -241,3 +241,23 @@ def test_failed_import_of_declared_module_is_a_failed_state():
     report = reg.apply("wrap_matmul")
     assert report["wrap_matmul"].state == "failed"
     assert report["wrap_matmul"].reason.startswith("import paddle.no_such_submodule_xyz failed: ModuleNotFoundError")
+
+
+def test_development_build_is_judged_by_the_probe_alone(monkeypatch):
+    """A version ``0.0.0`` (a source build) skips the range gate; the probe decides."""
+    from paddlefix import registry
+
+    monkeypatch.setitem(registry._versions, "paddlepaddle", "0.0.0")
+    reg = Registry()
+    reg.register(Patch("old", "s", {"paddlepaddle": "<2.2.1"}, "paddle", lambda: Finding(True, "seen"), _wrap_add))
+    reg.register(Patch("fine", "s", {"paddlepaddle": "<2.2.1"}, "paddle", lambda: Finding(False, "not here"), _wrap_add))
+    original = paddle.add
+    report = reg.apply("old", "fine")
+    try:
+        assert report["old"].state == "applied"
+        assert report["old"].reason == "paddlepaddle 0.0.0 (development build: probe decides); probe confirmed: seen"
+        assert report["fine"].state == "skipped"
+        assert report["fine"].reason.endswith("probe: problem not present (not here)")
+    finally:
+        reg.revert()
+    assert paddle.add is original
