@@ -11,6 +11,10 @@ imported here: their patches wait for the program's own imports.
 import os
 import sys
 
+# Before anything else, the user's sitecustomize included: Paddle 2.6.2 breaks a zlib
+# loaded after it (see README and paddlefix/__init__.py).
+import zlib  # noqa: F401
+
 
 def _chain_original() -> None:
     """Run the next ``sitecustomize`` on ``sys.path`` (the one this file shadows)."""
