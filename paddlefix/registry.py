@@ -45,9 +45,6 @@ if TYPE_CHECKING:
 else:
     State = str
 
-STATES = ("applied", "pending", "skipped", "disabled", "failed")
-
-
 def _log() -> Any:
     import logging  # lazily: keeps ``import paddlefix`` cheap
 
@@ -103,6 +100,7 @@ class PatchStatus(NamedTuple):
     """Qualified names of the attributes currently replaced."""
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-able form (what ``paddlefix list --json`` prints, without ``env``)."""
         return {
             "name": self.name,
             "state": self.state,
@@ -157,6 +155,16 @@ def _owner_name(owner: Any) -> str:
         return owner.__name__
     module = getattr(owner, "__module__", "")
     return f"{module}.{getattr(owner, '__qualname__', getattr(owner, '__name__', repr(owner)))}".lstrip(".")
+
+
+def _describe(exc: BaseException, limit: int = 300) -> str:
+    """``Type: message`` on one line (a reason is one line; Paddle's errors carry whole
+    C++ tracebacks): the first non-empty line of the message, shortened to ``limit``."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    text = f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+    if len(lines) > 1:
+        text += " ..."
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _own_dict(owner: Any) -> Mapping[str, Any]:
@@ -320,6 +328,10 @@ class Registry:
                 self._set(name, "disabled", "disabled by apply(exclude=...)", keep_active=True)
             elif self._records[name].state not in ("applied", "pending"):
                 self._activate(name, forced=name in cfg.force)
+            elif name in cfg.force:
+                with self._lock:  # a pending patch forced now is forced when its import comes
+                    if self._records[name].state == "pending":
+                        self._records[name].forced = True
         report = self.status()
         counts: dict[str, int] = {}
         for n in cfg.selected:
@@ -396,8 +408,16 @@ class Registry:
                     continue
                 self._run(name, record.forced, text, from_hook=True)
             except Exception as exc:  # a hook must never break the user's import
-                self._set(name, "failed", f"{type(exc).__name__}: {exc}")
-                warnings.warn(f"paddlefix: {name} failed at import: {exc}", PaddlefixWarning, stacklevel=2)
+                with self._lock:
+                    if record.state != "pending":  # reverted (or settled) meanwhile
+                        continue
+                    self._set(name, "failed", _describe(exc))
+            if record.state == "failed":  # no apply() call reports this one: say it now
+                warnings.warn(
+                    f"paddlefix: {name} failed on import of {module.__name__}: {record.reason}",
+                    PaddlefixWarning,
+                    stacklevel=2,
+                )
 
     def _run(self, name: str, forced: bool, gate_text: str, from_hook: bool) -> None:
         """Gates 4 and 5. The target module is imported; imports happen before the lock."""
@@ -407,8 +427,10 @@ class Registry:
                 __import__(mod)
         except Exception as exc:
             with self._lock:
-                if self._records[name].state != "applied":
-                    self._set(name, "failed", f"import {mod} failed: {type(exc).__name__}: {exc}")
+                state = self._records[name].state
+                # Not over an applied patch, nor over a pending one reverted meanwhile.
+                if state != "applied" and not (from_hook and state != "pending"):
+                    self._set(name, "failed", f"import {mod} failed: {_describe(exc)}")
             return
         with self._lock:
             record = self._records[name]
@@ -421,9 +443,9 @@ class Registry:
                     finding = patch.probe() if patch.probe is not None else None
             except Exception as exc:
                 if not forced:
-                    self._set(name, "failed", f"probe raised {type(exc).__name__}: {exc}")
+                    self._set(name, "failed", f"probe raised {_describe(exc)}")
                     return
-                finding = Finding(True, f"probe raised {type(exc).__name__}: {exc}")
+                finding = Finding(True, f"probe raised {_describe(exc)}")
             if finding is not None and not finding.present and not forced:
                 self._set(name, "skipped", f"{gate_text}; probe: problem not present ({finding.detail})")
                 return
@@ -433,7 +455,7 @@ class Registry:
                 patch.apply(patcher)
             except Exception as exc:
                 self._undo(patcher.changes)
-                self._set(name, "failed", f"apply raised {type(exc).__name__}: {exc}")
+                self._set(name, "failed", f"apply raised {_describe(exc)}")
                 return
             if finding is None:
                 probe_text = "no probe"
@@ -485,14 +507,25 @@ class Registry:
         targets = set(names) if names else set(self._patches)
         with self._lock:
             mine = [c for c in self._journal if c.patch in targets]
-            self._undo(mine)
+            left = self._undo(mine)
             for name in targets:
                 if self._records[name].state in ("applied", "pending"):
-                    self._set(name, "skipped", "reverted by paddlefix.revert()")
+                    reason = "reverted by paddlefix.revert()"
+                    if left.get(name):
+                        reason += (
+                            f", except {', '.join(left[name])}: replaced by something else since, "
+                            "which may still call paddlefix's replacement; left alone"
+                        )
+                    self._set(name, "skipped", reason)
+                    self._records[name].forced = False
         return self.status()
 
-    def _undo(self, changes: list[_Change | _Callback]) -> None:
-        """Undo ``changes`` newest first. Caller holds the lock (or is inside apply)."""
+    def _undo(self, changes: list[_Change | _Callback]) -> dict[str, list[str]]:
+        """Undo ``changes`` newest first. Caller holds the lock (or is inside apply).
+
+        Returns, per patch, the attributes left alone because something else replaced them.
+        """
+        left: dict[str, list[str]] = {}
         for change in reversed(changes):
             try:
                 self._journal.remove(change)
@@ -512,6 +545,7 @@ class Registry:
             current = own.get(change.attr, _MISSING)
             self._ours.pop(id(change.new), None)
             if current is not change.new:
+                left.setdefault(change.patch, []).append(change.qualname)
                 warnings.warn(
                     f"paddlefix: {change.qualname} was replaced by something else after {change.patch} "
                     "patched it; left alone",
@@ -525,6 +559,7 @@ class Registry:
             key = (id(change.owner), change.attr)
             if not any(isinstance(c, _Change) and (id(c.owner), c.attr) == key for c in self._journal):
                 self._originals.pop(key, None)
+        return left
 
     # -- reporting ------------------------------------------------------------------
     def _set(self, name: str, state: State, reason: str, keep_active: bool = False) -> None:

@@ -38,6 +38,10 @@ def _wrap_add(patcher: Patcher) -> None:
     patcher.replace(paddle, "add", _passthrough(paddle.add))
 
 
+def _raise_multiline() -> Finding:
+    raise RuntimeError("\n(InvalidArgument) bad input\n\n  C++ Traceback (most recent call last):\n  0   paddle::f\n")
+
+
 def make_registry(**overrides) -> Registry:
     reg = Registry()
     spec = dict(
@@ -144,8 +148,11 @@ def test_revert_leaves_foreign_wrapper_alone_with_warning():
     paddle.add = foreign
     try:
         with pytest.warns(PaddlefixWarning, match="replaced by something else"):
-            reg.revert()
+            report = reg.revert()
         assert paddle.add is foreign
+        # the state says what was not undone (our wrapper is still called by the foreign one)
+        assert report["wrap_matmul"].state == "skipped"
+        assert report["wrap_matmul"].reason.startswith("reverted by paddlefix.revert(), except paddle.add: replaced")
     finally:
         paddle.add = original
 
@@ -157,7 +164,8 @@ def test_gate_reasons_from_installed_metadata():
     reg.register(Patch("absent", "s", {"paddlepaddle": ">=0"}, "paddle", lambda: Finding(False, "fine here"), _wrap_add))
     reg.register(Patch("unimplemented", "s", {"paddlepaddle": ">=0"}, "paddle", None, None))
     reg.register(Patch("broken", "s", {"paddlepaddle": ">=0"}, "paddle", None, lambda p: 1 / 0))
-    report = reg.apply("old", "missing", "absent", "unimplemented", "broken")
+    reg.register(Patch("noisy", "s", {"paddlepaddle": ">=0"}, "paddle", _raise_multiline, _wrap_add))
+    report = reg.apply("old", "missing", "absent", "unimplemented", "broken", "noisy")
     version = paddle.__version__
     assert report["old"].state == "skipped"
     assert report["old"].reason == f"paddlepaddle {version}: fixed upstream in 2.2.1"
@@ -166,7 +174,10 @@ def test_gate_reasons_from_installed_metadata():
     assert report["absent"].reason.endswith("probe: problem not present (fine here)")
     assert report["unimplemented"].reason == "not implemented yet"
     assert report["broken"].state == "failed" and "ZeroDivisionError" in report["broken"].reason
-    assert all(s.reason for s in report.values())
+    # a reason is one line, even for an error that carries a C++ traceback, as Paddle's do
+    assert report["noisy"].state == "failed"
+    assert report["noisy"].reason == "probe raised RuntimeError: (InvalidArgument) bad input ..."
+    assert all(s.reason and "\n" not in s.reason for s in report.values())
     # force: the problem-absent and out-of-range gates are overridden; not-installed is not.
     original = paddle.add
     report = reg.apply(force=("old", "missing"))
