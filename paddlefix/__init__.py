@@ -92,7 +92,12 @@ def specs() -> list[Patch]:
 
 
 def get_original(owner: Any, attr: str) -> Any:
-    """The original ``owner.attr`` saved before paddlefix replaced it (or its current value)."""
+    """The original ``owner.attr`` saved before paddlefix replaced it (or its current value).
+
+    Raises:
+        AttributeError: paddlefix added ``owner.attr`` (there was no original), or
+            ``owner`` has no such attribute.
+    """
     return _registry.get_original(owner, attr)
 
 
@@ -111,6 +116,7 @@ _LAZY = {
 
 
 def __getattr__(name: str) -> Any:
+    """Resolve the public names of ``_LAZY`` on first use (keeps ``import paddlefix`` cheap)."""
     target = _LAZY.get(name)
     if target is None:
         raise AttributeError(f"module 'paddlefix' has no attribute {name!r}")
@@ -118,3 +124,7 @@ def __getattr__(name: str) -> Any:
 
     module = importlib.import_module(target)
     return module if target.endswith("." + name) else getattr(module, name)
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

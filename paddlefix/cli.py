@@ -22,7 +22,7 @@ from typing import Any, Sequence
 import paddlefix
 from . import settings
 from ._errors import ConfigError
-from .registry import Finding
+from .registry import Finding, _describe
 
 __all__ = ["main"]
 
@@ -44,7 +44,8 @@ def _installed_text(installed: dict[str, str]) -> str:
 # -- list ---------------------------------------------------------------------------
 def cmd_list(args: argparse.Namespace) -> int:
     """What ``apply()`` does here without importing any library (imports stay pending)."""
-    report = paddlefix.apply("all") if args.all else paddlefix.apply()
+    # strict=False: list reports every state (PADDLEFIX_STRICT must not turn it into a traceback).
+    report = paddlefix.apply("all", strict=False) if args.all else paddlefix.apply(strict=False)
     env_vars = {p.name: [v.name for v in p.env] for p in paddlefix.specs()}
     if args.json:
         items = []
@@ -105,7 +106,7 @@ def _safe_probe(patch: paddlefix.Patch) -> tuple[Finding | None, str | None]:
             warnings.simplefilter("ignore")  # e.g. nan_guard's own warning when it stops the probe's step
             return patch.probe(), None
     except Exception as exc:
-        return None, f"probe raised {type(exc).__name__}: {exc}"
+        return None, f"probe raised {_describe(exc)}"
 
 
 def _doctor_one(patch: paddlefix.Patch) -> DoctorRow | None:
@@ -122,16 +123,20 @@ def _doctor_one(patch: paddlefix.Patch) -> DoctorRow | None:
             for mod in (patch.module, *patch.imports):
                 importlib.import_module(mod)
     except Exception as exc:
-        reason = f"import {patch.module} failed: {type(exc).__name__}: {exc}"
+        reason = f"import {patch.module} failed: {_describe(exc)}"
         return DoctorRow(patch.name, inst, "-", "-", "FAILED", reason, failed=True)
     before, error = _safe_probe(patch)
     if error:
         return DoctorRow(patch.name, inst, error, "-", "FAILED", error, failed=True)
-    status = registry.apply(patch.name)[patch.name]
-    after_text = "-"
+    try:
+        # strict=False: a skip is a finding here, not an error (PADDLEFIX_STRICT would raise).
+        status = registry.apply(patch.name, strict=False)[patch.name]
+        after_text = "-"
+        after, error = _safe_probe(patch) if status.state == "applied" else (None, None)
+    finally:
+        # Everything, not only this patch: PADDLEFIX_FORCE adds its names to every apply().
+        registry.revert()
     if status.state == "applied":
-        after, error = _safe_probe(patch)
-        registry.revert(patch.name)
         if error:
             return DoctorRow(patch.name, inst, _probe_text(before), error, "FAILED", error, failed=True)
         after_text = _probe_text(after)
@@ -140,7 +145,7 @@ def _doctor_one(patch: paddlefix.Patch) -> DoctorRow | None:
                 patch.name, inst, _probe_text(before), after_text, "FAILED",
                 "problem still present with the patch applied", failed=True,
             )
-        result = "fixed by patch"
+        result = "fixed by patch" if after is not None else "applied (no probe to confirm)"
     elif status.state == "failed":
         return DoctorRow(patch.name, inst, _probe_text(before), "-", "FAILED", status.reason, failed=True)
     elif status.state == "skipped" and before is not None and before.present:
@@ -187,6 +192,16 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 # -- run ------------------------------------------------------------------------------
+def _pythonpath(current: str) -> str:
+    """``current`` with the bootstrap folder first (once). Every other entry is kept as it
+    is, empty ones included: an empty entry means the working directory."""
+    if not current:
+        return BOOTSTRAP_DIR
+    here = os.path.normcase(os.path.abspath(BOOTSTRAP_DIR))
+    kept = [p for p in current.split(os.pathsep) if not p or os.path.normcase(os.path.abspath(p)) != here]
+    return os.pathsep.join([BOOTSTRAP_DIR, *kept])
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     """Exec the command with the bootstrap ``sitecustomize`` first on PYTHONPATH."""
     command = list(args.command)
@@ -207,8 +222,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         env[settings.ENV_STRICT] = "1"
     # Refuse bad settings here, before the program starts.
     settings.resolve(paddlefix._registry.names, paddlefix._registry.defaults, environ=env)
-    paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and p != BOOTSTRAP_DIR]
-    env["PYTHONPATH"] = os.pathsep.join([BOOTSTRAP_DIR, *paths])
+    env["PYTHONPATH"] = _pythonpath(env.get("PYTHONPATH", ""))
     executable = shutil.which(command[0], path=env.get("PATH"))
     if executable is None:
         print(f"paddlefix run: command not found: {command[0]!r}", file=sys.stderr)

@@ -93,13 +93,20 @@ def _expand(
     return names, explicit
 
 
-def _names_arg(value: str | Iterable[str], source: str) -> list[str]:
+def _names_arg(value: str | Iterable[str], source: str, known: Sequence[str]) -> list[str]:
     if isinstance(value, str):
         return _split(value)
+    choices = ", ".join(["default", "all", *known])
+    try:
+        items = list(value)
+    except TypeError:
+        raise ConfigError(
+            f"{source}: expected a patch name or an iterable of them, got {value!r}; valid choices: {choices}"
+        ) from None
     out = []
-    for item in value:
+    for item in items:
         if not isinstance(item, str):
-            raise ConfigError(f"{source}: expected patch names (str), got {item!r}")
+            raise ConfigError(f"{source}: expected patch names (str), got {item!r}; valid choices: {choices}")
         out.append(item.strip())
     return out
 
@@ -127,10 +134,10 @@ def resolve(
 ) -> Settings:
     """Resolve what ``apply(*names, exclude=, force=, strict=)`` should do."""
     env = os.environ if environ is None else environ
-    check_environment(env, known)
+    check_environment(env)
 
     if names:
-        tokens = _names_arg(names, "apply() names")
+        tokens = _names_arg(names, "apply() names", known)
         selected, explicit = _expand(tokens, "apply() names", known, defaults)
     elif env.get(ENV_PATCHES, "").strip():
         selected, explicit = _expand(_split(env[ENV_PATCHES]), ENV_PATCHES, known, defaults)
@@ -138,12 +145,12 @@ def resolve(
         selected, explicit = list(defaults), set()
 
     disabled_env, _ = _expand(_split(env.get(ENV_DISABLE, "")), ENV_DISABLE, known, defaults, star=True)
-    disabled_arg, _ = _expand(_names_arg(exclude, "apply(exclude=)"), "apply(exclude=)", known, defaults)
+    disabled_arg, _ = _expand(_names_arg(exclude, "apply(exclude=)", known), "apply(exclude=)", known, defaults)
 
     forced, _ = _expand(_split(env.get(ENV_FORCE, "")), ENV_FORCE, known, defaults)
     if isinstance(force, bool):
         raise ConfigError("apply(force=): expected patch names, got a bool; pass e.g. force=('eval_grad',)")
-    forced_arg, _ = _expand(_names_arg(force, "apply(force=)"), "apply(force=)", known, defaults)
+    forced_arg, _ = _expand(_names_arg(force, "apply(force=)", known), "apply(force=)", known, defaults)
     forced += forced_arg
     # A forced patch is wanted: it joins the selection.
     selected += [n for n in forced if n not in selected]
@@ -179,7 +186,7 @@ def known_env_vars() -> list[str]:
     return sorted({ENV_PATCHES, ENV_DISABLE, ENV_FORCE, ENV_STRICT, ENV_LOG_LEVEL, *_patch_vars})
 
 
-def check_environment(environ: Mapping[str, str], known: Sequence[str] = ()) -> None:
+def check_environment(environ: Mapping[str, str]) -> None:
     """Validate every patch-specific variable; warn about unknown ``PADDLEFIX_*`` names."""
     for name, var in _patch_vars.items():
         if name in environ:
@@ -192,7 +199,7 @@ def check_environment(environ: Mapping[str, str], known: Sequence[str] = ()) -> 
             warnings.warn(
                 f"unknown environment variable {name} ignored; paddlefix reads: {', '.join(valid)}",
                 PaddlefixWarning,
-                stacklevel=4,
+                stacklevel=5,  # check_environment < resolve < Registry.apply < paddlefix.apply < user
             )
 
 

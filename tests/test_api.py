@@ -29,7 +29,7 @@ def test_six_patch_names_and_defaults():
 def test_import_paddlefix_imports_neither_paddle_nor_paddlenlp():
     out = run_python(
         "import sys, paddlefix\n"
-        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('paddle', 'paddlenlp', 'torch', 'transformers'))\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('paddle', 'paddlenlp', 'torch', 'transformers', 'numpy'))\n"
         "print(bad)\n"
         "paddlefix.apply()\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('paddle', 'paddlenlp')))\n"
@@ -69,6 +69,69 @@ def test_apply_defers_until_import_then_applies():
     assert state == "applied" and patched == "True"
     assert "in affected range >=0; probe confirmed: seen" in reason
     assert lines[2] == "False True"
+
+
+def test_apply_waits_for_an_import_in_progress_in_another_thread(tmp_path):
+    """The target is in sys.modules but still executing in another thread: the probe and
+    apply must see the finished module, not the half-executed one."""
+    (tmp_path / "slowmod.py").write_text("import time\ntime.sleep(0.5)\nLAST = 1\n")
+    code = (
+        "import sys, threading, time, paddlefix\n"
+        f"sys.path.insert(0, {str(tmp_path)!r})\n"
+        "from paddlefix.registry import Patch, Finding\n"
+        "seen = []\n"
+        "def probe():\n"
+        "    seen.append(hasattr(sys.modules['slowmod'], 'LAST'))\n"
+        "    return Finding(True, 'seen')\n"
+        "paddlefix._registry.register(Patch('late', 'test', {'paddlepaddle': '>=0'}, 'slowmod',\n"
+        "    probe, lambda p: None, default=False))\n"
+        "t = threading.Thread(target=__import__, args=('slowmod',)); t.start()\n"
+        "while 'slowmod' not in sys.modules: time.sleep(0.001)\n"
+        "st = paddlefix.apply('late')['late']\n"
+        "t.join()\n"
+        "print(paddlefix.status()['late'].state, seen)\n"
+    )
+    out = run_python(code)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "applied [True]"
+
+
+def test_deferred_patch_failing_at_import_warns_and_reports_failed():
+    code = (
+        "import warnings, paddlefix\n"
+        "from paddlefix.registry import Patch, Finding\n"
+        "def apply(p):\n"
+        "    raise RuntimeError('cannot patch this build')\n"
+        "paddlefix._registry.register(Patch('late', 'test', {'paddlepaddle': '>=0'}, 'paddle',\n"
+        "    lambda: Finding(True, 'seen'), apply, default=False))\n"
+        "paddlefix.apply('late')\n"
+        "with warnings.catch_warnings(record=True) as w:\n"
+        "    warnings.simplefilter('always')\n"
+        "    import paddle\n"
+        "print(paddlefix.status()['late'].state, '|', paddlefix.status()['late'].reason)\n"
+        "print([str(x.message) for x in w if x.category is paddlefix.PaddlefixWarning])\n"
+    )
+    out = run_python(code)
+    assert out.returncode == 0, out.stderr
+    state, messages = out.stdout.splitlines()[-2:]
+    assert state == "failed | apply raised RuntimeError: cannot patch this build"
+    assert "paddlefix: late failed on import of paddle: apply raised RuntimeError: cannot patch this build" in messages
+
+
+def test_force_given_while_pending_counts_at_import():
+    code = (
+        "import paddlefix\n"
+        "from paddlefix.registry import Patch, Finding\n"
+        "paddlefix._registry.register(Patch('late', 'test', {'paddlepaddle': '>=0'}, 'paddle',\n"
+        "    lambda: Finding(False, 'fine here'), lambda p: None, default=False))\n"
+        "paddlefix.apply('late'); paddlefix.apply(force=('late',))\n"
+        "import paddle\n"
+        "st = paddlefix.status()['late']\n"
+        "print(st.state, st.forced)\n"
+    )
+    out = run_python(code)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "applied True"
 
 
 def test_revert_of_pending_patch_cancels_it():
@@ -126,6 +189,8 @@ def test_precedence_defaults_env_arguments():
         ({}, {"names": ("bogus",)}, "apply\\(\\) names: unknown patch 'bogus'; valid choices"),
         ({}, {"exclude": ("bogus",)}, "apply\\(exclude=\\): unknown patch 'bogus'"),
         ({}, {"force": True}, "apply\\(force=\\): expected patch names, got a bool"),
+        ({}, {"exclude": None}, "apply\\(exclude=\\): expected a patch name or an iterable of them, got None; valid choices: default, all, matmul_precision"),
+        ({}, {"names": (None,)}, "apply\\(\\) names: expected patch names \\(str\\), got None; valid choices: default"),
         ({}, {"strict": "yes"}, "apply\\(strict=\\): expected True, False or None, got 'yes'"),
     ],
 )

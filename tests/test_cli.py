@@ -55,7 +55,10 @@ def test_doctor_reports_every_installed_patch():
     for name in NAMES:
         assert f"\n{name} " in text and f"\n{name}: " in text
     assert text.rstrip().endswith("OK: no patch failed")
-    data = json.loads(cli("doctor", "--json").stdout)
+    # PADDLEFIX_STRICT must not turn the doctor's expected skips into a traceback
+    strict = cli("doctor", "--json", env={"PADDLEFIX_STRICT": "1"})
+    assert strict.returncode == 0, strict.stderr
+    data = json.loads(strict.stdout)
     assert [p["name"] for p in data["patches"]] == NAMES
     assert all({"before", "after", "result", "reason", "state"} <= set(p) for p in data["patches"])
 
@@ -83,7 +86,9 @@ def test_run_applies_in_child_and_grandchild_and_keeps_sitecustomize(tmp_path):
     script.write_text(STATUS_SCRIPT)
     (tmp_path / "custom").mkdir()
     (tmp_path / "custom" / "sitecustomize.py").write_text(
-        "import os\nopen(os.path.join(%r, 'sitecustomize.%%d' %% os.getpid()), 'w').close()\n" % str(tmp_path)
+        "import os, sys\n"
+        "open(os.path.join(%r, 'sitecustomize.%%d.zlib-%%s' %% (os.getpid(), 'zlib' in sys.modules)), 'w').close()\n"
+        % str(tmp_path)
     )
     parent = tmp_path / "parent.py"
     parent.write_text(
@@ -103,7 +108,27 @@ def test_run_applies_in_child_and_grandchild_and_keeps_sitecustomize(tmp_path):
         assert st["nan_guard"] == ["pending", "waiting for import of paddle"]
         assert st["after_import"]["nan_guard"] == "applied"
     # the user's own sitecustomize ran in the parent and in both children
-    assert len(list(tmp_path.glob("sitecustomize.*"))) == 3
+    # (the `paddlefix run` process itself ran it too, before exec, outside the bootstrap) ...
+    ran = [p.name.split(".") for p in tmp_path.glob("sitecustomize.*")]
+    under_bootstrap = {pid for _, pid, flag in ran if flag == "zlib-True"}
+    assert len(under_bootstrap) == 3, ran
+    # ... and under the bootstrap after zlib was loaded (a paddle 2.6.2 it imports cannot break zlib)
+    assert {pid for _, pid, flag in ran if flag == "zlib-False"} <= under_bootstrap, ran
+
+
+def test_run_keeps_every_pythonpath_entry_including_empty_ones(tmp_path):
+    """An empty PYTHONPATH entry means the working directory: it must survive."""
+    show = [sys.executable, "-c", "import os; print(os.environ['PYTHONPATH'])"]
+    from paddlefix.cli import BOOTSTRAP_DIR
+
+    out = cli("run", "--", *show, env={"PYTHONPATH": os.pathsep + str(tmp_path)})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == os.pathsep.join([BOOTSTRAP_DIR, "", str(tmp_path)])
+    # nested runs put the bootstrap first once; no PYTHONPATH adds nothing else
+    out = cli("run", "--", *show, env={"PYTHONPATH": BOOTSTRAP_DIR + os.sep + os.pathsep + str(tmp_path)})
+    assert out.stdout.strip() == os.pathsep.join([BOOTSTRAP_DIR, str(tmp_path)])
+    out = cli("run", "--", *show)
+    assert out.stdout.strip() == BOOTSTRAP_DIR
 
 
 def test_run_refuses_bad_settings_and_missing_command():
