@@ -17,7 +17,7 @@ import zlib as _zlib  # noqa: F401
 from typing import Any, Iterable
 
 from ._errors import ConfigError, PaddlefixWarning, PatchError
-from . import patches  # the subpackage: one module per patch
+from . import patches as patches  # the subpackage: one module per patch
 from .patches import load_specs as _load_specs
 from .registry import Finding, Patch, PatchStatus, Registry, State
 

@@ -280,7 +280,7 @@ def _write_atomic(path: str, members: dict[str, np.ndarray], *, overwrite: bool,
             continue
     try:
         with os.fdopen(fd, "wb") as f:
-            (np.savez_compressed if compress else np.savez)(f, **members)
+            (np.savez_compressed if compress else np.savez)(f, **members)  # type: ignore[arg-type]
             f.flush()
             os.fsync(f.fileno())
         if not overwrite and os.path.lexists(path):  # appeared while we were capturing

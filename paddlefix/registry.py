@@ -31,11 +31,7 @@ __all__ = [
     "Patcher",
     "PatchStatus",
     "State",
-    "apply",
-    "revert",
-    "status",
-    "get_original",
-    "is_patched",
+    "Registry",
 ]
 
 if TYPE_CHECKING:

@@ -41,7 +41,7 @@ from __future__ import annotations
 import functools
 import threading
 import warnings
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from .._errors import PaddlefixWarning
 from ..registry import Finding, Patch, Patcher
@@ -147,7 +147,7 @@ def _caller_level() -> int:
     return level
 
 
-def _bad_shape(shape: list[int], target: list[object]) -> ValueError:
+def _bad_shape(shape: Sequence[int], target: Sequence[object]) -> ValueError:
     return ValueError(
         f"attention_mask: got shape {shape}, which cannot broadcast to "
         f"[batch, heads, seq, key] = {target}; accepted shapes: {_ACCEPTED}"

@@ -230,7 +230,7 @@ def _guard(original: Callable[..., Any], via: str) -> Callable[..., Any]:
             if isinstance(found_inf, paddle.Tensor):
                 # An enabled GradScaler checked these gradients; stock skips on found_inf.
                 result = original(self, *args, **kwargs)
-                if getter("found_inf") is True:
+                if getter is not None and getter("found_inf") is True:
                     with _counters.lock:
                         _counters.scaler_skipped += 1
                 return result

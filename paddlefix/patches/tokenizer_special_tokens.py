@@ -93,7 +93,7 @@ def _lower_outside(pattern: Any, text: str) -> str:
     return "".join(parts)
 
 
-def _make_tokenize(original: Callable[..., List[str]], trie_cls: type, added_token_cls: type) -> Callable[..., List[str]]:
+def _make_tokenize(original: Callable[..., List[str]], trie_cls: Any, added_token_cls: Any) -> Callable[..., List[str]]:
     def plan_for(self: Any, specials: List[str]) -> _Plan:
         no_split_list = self.unique_no_split_tokens
         lower = bool(getattr(self, "do_lower_case", False))
