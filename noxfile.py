@@ -1,8 +1,8 @@
 """Test matrix: each supported Paddle + PaddleNLP pair, with torch / transformers as oracles.
 
-    python3 -m pip install nox && nox          # every environment
-    nox -s "tests(paddle='3.3.1')"             # one of them
-    nox -R                                     # reuse the environments, skip installs
+    python3 -m pip install nox && python3 -m nox       # lint, then every test environment
+    python3 -m nox -s "tests(paddle='3.3.1')"          # one of them
+    python3 -m nox -R                                  # reuse the environments, skip installs
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import nox
 
 nox.options.default_venv_backend = "venv"
 nox.options.error_on_missing_interpreters = True
+nox.options.sessions = ["lint", "tests"]
 
 ENVIRONMENTS = {
     "3.3.1": "constraints/paddle3.txt",
@@ -27,6 +28,14 @@ def tests(session: nox.Session, paddle: str) -> None:
         "paddlepaddle", "paddlenlp", "torch", "transformers", "-e", ".[test]",
     )
     session.run("python", "-m", "pytest", *(session.posargs or ["-q"]))
+
+
+@nox.session(python="3.11")
+def lint(session: nox.Session) -> None:
+    """Type-check the package and look for errors (unused names, undefined names)."""
+    session.install("mypy==2.4.1", "ruff==0.17.6", "wrapt", "packaging", "numpy<2")
+    session.run("ruff", "check", "--select", "F,E9", "paddlefix", "bench", "tests", "noxfile.py")
+    session.run("mypy", "--ignore-missing-imports", "paddlefix")
 
 
 @nox.session(python="3.11")
