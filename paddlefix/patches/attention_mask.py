@@ -45,12 +45,7 @@ from typing import Any, Callable, Sequence
 
 from .._errors import PaddlefixWarning
 from ..registry import Finding, Patch, Patcher
-
-
-def _signature(fn: Any) -> Any:
-    import inspect  # lazily: keeps ``import paddlefix`` cheap
-
-    return inspect.signature(fn)
+from ._util import signature
 
 
 __all__ = ["SPEC", "COVERED", "normalize_attention_mask"]
@@ -212,7 +207,7 @@ class _Signature:
     """Where a forward takes the arguments the normaliser needs (positional index or keyword)."""
 
     def __init__(self, fn: Callable[..., Any]) -> None:
-        params = list(_signature(fn).parameters.values())[1:]  # drop self
+        params = list(signature(fn).parameters.values())[1:]  # drop self
         names = [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
         self.index = {name: i for i, name in enumerate(names)}
 
@@ -278,7 +273,7 @@ def _wrap_forward(original: Callable[..., Any]) -> Callable[..., Any]:
     # paddlenlp's InitTrackerMeta.__setattr__ re-wraps a class's new ``forward`` when
     # ``inspect.getfullargspec`` (which ignores ``__wrapped__`` but honours
     # ``__signature__``) lacks the original's arguments; the explicit signature avoids it.
-    forward.__signature__ = _signature(original)  # type: ignore[attr-defined]
+    forward.__signature__ = signature(original)  # type: ignore[attr-defined]
     return forward
 
 
@@ -293,7 +288,7 @@ def _covered_classes() -> list[type]:
             continue
         cls = getattr(module, clsname, None)
         if isinstance(cls, type) and "forward" in vars(cls):
-            if "attention_mask" in _signature(vars(cls)["forward"]).parameters:
+            if "attention_mask" in signature(vars(cls)["forward"]).parameters:
                 out.append(cls)
     return out
 
