@@ -41,6 +41,7 @@ __all__ = [
     "get_float32_matmul_precision",
     "nan_guard_stats",
     "fakedata",
+    "align",
     "__version__",
 ]
 
@@ -112,6 +113,7 @@ _LAZY = {
     "get_float32_matmul_precision": "paddlefix.patches.matmul_precision",
     "nan_guard_stats": "paddlefix.patches.nan_guard",
     "fakedata": "paddlefix.fakedata",
+    "align": "paddlefix.align",
 }
 
 
