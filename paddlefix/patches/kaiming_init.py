@@ -314,8 +314,8 @@ def _kaiming(
     initializer = paddle.nn.initializer
     cls = initializer.KaimingUniform if uniform else initializer.KaimingNormal
     init = cls(negative_slope=float(a), nonlinearity=nonlinearity, mode=mode_l)
-    out = init(tensor)
-    return tensor if out is None else out
+    init(tensor)  # in static graph mode this returns the init Operator: torch returns the tensor
+    return tensor
 
 
 def kaiming_normal_(
@@ -336,7 +336,7 @@ def kaiming_normal_(
         generator: only ``None`` (Paddle draws from its global generator; use ``paddle.seed``).
 
     Returns:
-        ``tensor`` (dynamic graph), or what the initializer returns in static graph mode.
+        ``tensor`` (in static graph mode too, as Paddle >= 3.2 and torch do).
 
     Raises:
         ValueError: unknown ``mode`` or ``nonlinearity``, a non-number ``a``, or a ``generator``.
@@ -363,7 +363,7 @@ def kaiming_uniform_(
         generator: only ``None`` (Paddle draws from its global generator; use ``paddle.seed``).
 
     Returns:
-        ``tensor`` (dynamic graph), or what the initializer returns in static graph mode.
+        ``tensor`` (in static graph mode too, as Paddle >= 3.2 and torch do).
 
     Raises:
         ValueError: unknown ``mode`` or ``nonlinearity``, a non-number ``a``, or a ``generator``.
