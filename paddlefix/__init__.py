@@ -40,6 +40,8 @@ __all__ = [
     "set_float32_matmul_precision",
     "get_float32_matmul_precision",
     "nan_guard_stats",
+    "torch_init",
+    "InitRecord",
     "fakedata",
     "align",
     "__version__",
@@ -112,6 +114,8 @@ _LAZY = {
     "set_float32_matmul_precision": "paddlefix.patches.matmul_precision",
     "get_float32_matmul_precision": "paddlefix.patches.matmul_precision",
     "nan_guard_stats": "paddlefix.patches.nan_guard",
+    "torch_init": "paddlefix._torch_init",
+    "InitRecord": "paddlefix._torch_init",
     "fakedata": "paddlefix.fakedata",
     "align": "paddlefix.align",
 }

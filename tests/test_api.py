@@ -11,11 +11,12 @@ from paddlefix import ConfigError
 from paddlefix.settings import resolve
 from tests.conftest import run_python
 
-NAMES = ["matmul_precision", "tokenizer_special_tokens", "attention_mask", "kaiming_init", "eval_grad", "nan_guard"]
-DEFAULTS = NAMES[:-1]
+NAMES = ["matmul_precision", "tokenizer_special_tokens", "attention_mask", "kaiming_init", "eval_grad", "nan_guard",
+         "torch_defaults"]
+DEFAULTS = NAMES[:-2]
 
 
-def test_six_patch_names_and_defaults():
+def test_patch_names_and_defaults():
     specs = paddlefix.specs()
     assert [p.name for p in specs] == NAMES
     assert [p.name for p in specs if p.default] == DEFAULTS
@@ -161,9 +162,10 @@ def test_precedence_defaults_env_arguments():
     # arguments beat the environment
     assert _resolve({"PADDLEFIX_PATCHES": "eval_grad"}, names=("kaiming_init",)).selected == ("kaiming_init",)
     # one call adds an opt-in patch to the defaults
-    assert _resolve({}, names=("default", "nan_guard")).selected == tuple(NAMES)
+    assert _resolve({}, names=("default", "nan_guard")).selected == tuple(NAMES[:-1])
+    assert _resolve({}, names=("default", "torch_defaults")).selected == tuple(DEFAULTS) + ("torch_defaults",)
     assert _resolve({"PADDLEFIX_PATCHES": "all"}).selected == tuple(NAMES)
-    assert _resolve({"PADDLEFIX_PATCHES": "default,nan_guard"}).selected == tuple(NAMES)
+    assert _resolve({"PADDLEFIX_PATCHES": "default,nan_guard"}).selected == tuple(NAMES[:-1])
     # strict: env, then argument
     assert _resolve({"PADDLEFIX_STRICT": "1"}).strict is True
     assert _resolve({"PADDLEFIX_STRICT": "1"}, strict=False).strict is False

@@ -14,7 +14,8 @@ import pytest
 from tests.conftest import ROOT
 
 PADDLEFIX = [sys.executable, "-m", "paddlefix"]
-NAMES = ["matmul_precision", "tokenizer_special_tokens", "attention_mask", "kaiming_init", "eval_grad", "nan_guard"]
+NAMES = ["matmul_precision", "tokenizer_special_tokens", "attention_mask", "kaiming_init", "eval_grad", "nan_guard",
+         "torch_defaults"]
 
 
 def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
@@ -34,8 +35,8 @@ def test_list_json_schema():
         assert isinstance(item["requires"], dict) and isinstance(item["installed"], dict)
         assert isinstance(item["links"], list) and isinstance(item["env"], list)
         assert isinstance(item["default"], bool)
-    nan_guard = items[-1]
-    assert nan_guard["default"] is False and nan_guard["state"] == "skipped"
+    for opt_in in (i for i in items if i["name"] in ("nan_guard", "torch_defaults")):
+        assert opt_in["default"] is False and opt_in["state"] == "skipped"
 
 
 def test_list_table_and_bad_environment():

@@ -16,6 +16,7 @@ NAMES = (
     "kaiming_init",
     "eval_grad",
     "nan_guard",
+    "torch_defaults",
 )
 
 
