@@ -9,8 +9,8 @@ when forced, except ``truncated_normal`` where Paddle already has the bounds)
         which this reuses) for every parameter whose ``weight_attr`` / ``bias_attr`` is not given
         (``None``). A given attribute, a global initializer
         (``paddle.nn.initializer.set_global_initializer``) and ``Embedding(_weight=...)`` win.
-        Linear & co. receive the torch initializer at creation (no second draw);
-        MultiHeadAttention's q/k/v projections are redrawn after construction (dynamic mode).
+        Each parameter receives the torch initializer at creation (no second draw), in dynamic
+        and static graph mode.
     ``batch_norm``
         ``BatchNorm1D/2D/3D`` in training mode update the running variance with the *unbiased*
         batch variance (n/(n-1)), as torch does; Paddle uses the biased one. (The layers'
@@ -43,7 +43,7 @@ code, not under a Paddle-native recipe whose numbers you want to reproduce.
 Not covered: ``F.batch_norm`` called directly, ``paddle.nn.BatchNorm`` (the legacy layer calls
 the kernel directly) and ``SyncBatchNorm`` keep the biased variance; ``Layer.clear_gradients()`` keeps zeroing (torch's
 ``Module.zero_grad()`` sets ``None``: use ``optimizer.clear_grad()``); static-graph programs get
-``init`` (except MultiHeadAttention's packed q/k/v), ``avg_pool`` and ``align_corners`` only.
+``init``, ``avg_pool`` and ``align_corners`` only.
 """
 
 from __future__ import annotations
@@ -322,17 +322,41 @@ def _make_mha_init(original: Callable[..., None]) -> Callable[..., None]:
     from .. import _torch_init as T
 
     sig = signature(original)
+    ParamAttr = paddle.ParamAttr
+    I = paddle.nn.initializer
 
     def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
-        original(self, *args, **kwargs)
         bound = _bind(sig, (self, *args), kwargs)
-        if bound is None or not paddle.in_dynamic_mode() or _global_initializer_set():
-            return
-        weights = bound.arguments.get("weight_attr") is None
-        biases = bound.arguments.get("bias_attr") is None
-        if weights or biases:
-            with paddle.no_grad():
-                T.init_multi_head_attention(paddle, self, weights=weights, biases=biases)
+        if bound is None or _global_initializer_set():
+            return original(self, *args, **kwargs)
+        a = bound.arguments
+        ours = []
+        if a.get("weight_attr") is None:
+            d = int(a["embed_dim"])
+            fans = {"q_proj": d, "k_proj": int(a.get("kdim") or d), "v_proj": int(a.get("vdim") or d)}
+            packed = fans["k_proj"] == d and fans["v_proj"] == d
+            # Paddle creates q_proj, k_proj, v_proj, out_proj in this order, each with weight_attr.
+            order = iter(("q_proj", "k_proj", "v_proj"))
+
+            def make(var: Any) -> Any:
+                proj = next(order, "out_proj")
+                if proj == "out_proj":  # torch's NonDynamicallyQuantizableLinear: kaiming_uniform_(a=√5)
+                    return T.weight_initializer("linear", var.shape)[0]
+                b = T.xavier_uniform_bound(d, 3 * d) if packed else T.xavier_uniform_bound(fans[proj], d)
+                return I.Uniform(-b, b)
+
+            attr = ParamAttr(initializer=_deferred(make))
+            a["weight_attr"] = attr
+            ours.append(attr)
+        if a.get("bias_attr") is None:  # torch: in_proj_bias and out_proj.bias 0
+            attr = ParamAttr(initializer=I.Constant(0.0))
+            a["bias_attr"] = attr
+            ours.append(attr)
+        original(*bound.args, **bound.kwargs)
+        for layer in [self, *self.sublayers()]:  # the layers keep the user's None, not ours
+            for key, value in list(vars(layer).items()):
+                if any(value is o for o in ours):
+                    setattr(layer, key, None)
 
     functools.update_wrapper(__init__, original)
     __init__.__doc__ = (original.__doc__ or "") + (
@@ -351,13 +375,6 @@ def _apply_init(patcher: Patcher, paddle: Any) -> None:
 
 
 # -- batch_norm --------------------------------------------------------------------------------
-
-
-def _unbiased_update(paddle: Any, var: Any, old: Any, n: int, momentum: float) -> None:
-    """Turn Paddle's ``m*old + (1-m)*biased`` into torch's ``m*old + (1-m)*biased*n/(n-1)`` in place."""
-    with paddle.no_grad():
-        var.scale_(n / (n - 1.0))
-        var.add_(old.scale(-momentum / (n - 1.0)))
 
 
 def _make_batch_norm_forward(original: Callable[..., Any]) -> Callable[..., Any]:
@@ -382,10 +399,16 @@ def _make_batch_norm_forward(original: Callable[..., Any]) -> Callable[..., Any]
         n = int(math.prod(int(d) for d in input.shape)) // max(channels, 1)
         if n <= 1:
             return original(self, input, *args, **kwargs)
+        # Paddle: new = m*old + (1-m)*biased.  Fed old/c and scaled by c = n/(n-1) afterwards:
+        # c*(m*old/c + (1-m)*biased) = m*old + (1-m)*biased*n/(n-1), torch's update.
+        c = n / (n - 1.0)
         with paddle.no_grad():
-            old = paddle.assign(var)
-        out = original(self, input, *args, **kwargs)
-        _unbiased_update(paddle, var, old, n, float(momentum))
+            var.scale_(1.0 / c)
+        try:
+            out = original(self, input, *args, **kwargs)
+        finally:
+            with paddle.no_grad():
+                var.scale_(c)
         return out
 
     forward.__doc__ = (original.__doc__ or "") + (

@@ -89,6 +89,13 @@ def test_init_layers_constructed_get_torch_init(patched):
     assert _uniform_ok(_np(mha.q_proj.weight), bound) and _uniform_ok(_np(tmha.in_proj_weight), bound)
     assert not _np(mha.k_proj.bias).any() and not _np(mha.out_proj.bias).any()
     assert _uniform_ok(_np(mha.out_proj.weight), 1 / math.sqrt(512))
+    assert mha.q_proj._weight_attr is None and mha.out_proj._bias_attr is None
+    mha = paddle.nn.MultiHeadAttention(256, 4, kdim=64, vdim=128)  # torch: separate q/k/v_proj_weight
+    tmha = torch.nn.MultiheadAttention(256, 4, kdim=64, vdim=128)
+    for proj, fan in (("q_proj", 256), ("k_proj", 64), ("v_proj", 128)):
+        b = math.sqrt(6 / (fan + 256))
+        assert _uniform_ok(_np(getattr(mha, proj).weight), b) and _uniform_ok(_np(getattr(tmha, f"{proj}_weight")), b)
+    assert _uniform_ok(_np(mha.out_proj.weight), 1 / 16) and not _np(mha.v_proj.bias).any()
 
 
 def test_init_given_attributes_win(patched):
