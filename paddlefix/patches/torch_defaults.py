@@ -477,12 +477,29 @@ def _make_pool_init(original: Callable[..., None]) -> Callable[..., None]:
     return __init__
 
 
+def _replace_functions(patcher: Patcher, replacements: dict[int, tuple[Any, Any]]) -> None:
+    """Replace each original (``{id: (original, new)}``) in every ``paddle`` module holding it, in one
+    pass over the loaded modules (``Patcher.replace_everywhere`` scans once per function)."""
+    import sys
+    import types
+
+    places = []
+    for modname, module in list(sys.modules.items()):
+        if not isinstance(module, types.ModuleType) or not (modname == "paddle" or modname.startswith("paddle.")):
+            continue
+        for attr, value in list(vars(module).items()):
+            hit = replacements.get(id(value))
+            if hit is not None and hit[0] is value:
+                places.append((module, attr, hit[1]))
+    for module, attr, new in places:
+        patcher.replace(module, attr, new)
+
+
 def _apply_avg_pool(patcher: Patcher, paddle: Any) -> None:
     F = paddle.nn.functional
-    for name in _POOL_FUNCS:
-        current = getattr(F, name)
-        new = _with_default(current, "exclusive", False, "exclusive=False when not given (torch count_include_pad=True)")
-        patcher.replace_everywhere(current, new, packages=("paddle",))
+    note = "exclusive=False when not given (torch count_include_pad=True)"
+    originals = [getattr(F, name) for name in _POOL_FUNCS]
+    _replace_functions(patcher, {id(f): (f, _with_default(f, "exclusive", False, note)) for f in originals})
     for name in _POOL_LAYERS:
         cls = getattr(paddle.nn, name)
         patcher.replace(cls, "__init__", _make_pool_init(vars(cls)["__init__"]))
@@ -490,10 +507,9 @@ def _apply_avg_pool(patcher: Patcher, paddle: Any) -> None:
 
 def _apply_align_corners(patcher: Patcher, paddle: Any) -> None:
     F = paddle.nn.functional
-    for name in _GRID_FUNCS:
-        current = getattr(F, name)
-        new = _with_default(current, "align_corners", False, "align_corners=False when not given (torch's default)")
-        patcher.replace_everywhere(current, new, packages=("paddle",))
+    note = "align_corners=False when not given (torch's default)"
+    originals = [getattr(F, name) for name in _GRID_FUNCS]
+    _replace_functions(patcher, {id(f): (f, _with_default(f, "align_corners", False, note)) for f in originals})
 
 
 # -- truncated_normal --------------------------------------------------------------------------
@@ -577,10 +593,11 @@ def apply(patcher: Patcher) -> None:
     """Patch the items that differ (all applicable ones when forced)."""
     import paddle
 
-    found = present() if paddle.in_dynamic_mode() else {i: "static graph mode" for i in ITEMS}
     if patcher.forced:
         items = [i for i in ITEMS if not (i == "truncated_normal" and _truncated_normal_native(paddle))]
+        found = {i: "forced" for i in items}
     else:
+        found = present() if paddle.in_dynamic_mode() else {i: "static graph mode" for i in ITEMS}
         items = [i for i in ITEMS if i in found]
     for item in items:
         _APPLY[item](patcher, paddle)
