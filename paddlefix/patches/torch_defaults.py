@@ -5,7 +5,7 @@ when forced, except ``truncated_normal`` where Paddle already has the bounds)
     ``init``
         ``Linear``, ``Bilinear``, ``Conv1D/2D/3D``, ``Conv1D/2D/3DTranspose``, ``Embedding`` and
         ``MultiHeadAttention`` constructed while the patch is applied get torch's
-        ``reset_parameters()`` initialisation (the formulas of :mod:`paddlefix.torch_init`,
+        ``reset_parameters()`` initialisation (the formulas of :func:`paddlefix.torch_init`,
         which this reuses) for every parameter whose ``weight_attr`` / ``bias_attr`` is not given
         (``None``). A given attribute, a global initializer
         (``paddle.nn.initializer.set_global_initializer``) and ``Embedding(_weight=...)`` win.
@@ -40,10 +40,16 @@ initialisation, its pooling and ``grid_sample`` calls without the argument chang
 its training loops' ``clear_grad()`` leave ``None`` gradients. Apply it for a port of torch
 code, not under a Paddle-native recipe whose numbers you want to reproduce.
 
+Versions: every Paddle (2.6.2 and 3.3.1 measured: all items but ``truncated_normal`` differ on
+both; ``truncated_normal`` only before 3.0).
+
 Not covered: ``F.batch_norm`` called directly, ``paddle.nn.BatchNorm`` (the legacy layer calls
-the kernel directly) and ``SyncBatchNorm`` keep the biased variance; ``Layer.clear_gradients()`` keeps zeroing (torch's
-``Module.zero_grad()`` sets ``None``: use ``optimizer.clear_grad()``); static-graph programs get
-``init``, ``avg_pool`` and ``align_corners`` only.
+the kernel directly) and ``SyncBatchNorm`` keep the biased variance; ``Layer.clear_gradients()``
+keeps zeroing (torch's ``Module.zero_grad()`` sets ``None``: use ``optimizer.clear_grad()``);
+static-graph programs get ``init``, ``avg_pool`` and ``align_corners`` only.
+
+Links: the Paddle issues on initialisation differences (Paddle#44751, #40547, #36717, #68695,
+#44565, #33421); torch's ``reset_parameters()`` of each layer, ``torch.optim.Optimizer.zero_grad``.
 """
 
 from __future__ import annotations
