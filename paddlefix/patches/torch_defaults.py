@@ -231,7 +231,7 @@ def problem_present() -> Finding:
     return Finding(False, "every item already as torch: " + ", ".join(ITEMS))
 
 
-# -- helpers -----------------------------------------------------------------------------------
+# -- shared --------------------------------------------------------------------------------------
 
 
 def _bind(sig: Any, args: tuple, kwargs: dict) -> Any:

@@ -3,7 +3,7 @@
 Ported from PaddlePaddle/Paddle ``test/legacy_test/test_nn_init_function.py`` (Apache-2.0, the
 ``Test_calculate_gain``, ``Test_kaiming_uniform_`` and ``Test_kaiming_normal_`` classes, commit
 08a85c6a2eeaab22017e502068f9833ebfa58ace): the same cases and the same Kolmogorov-Smirnov
-checks (p > 1e-4), with Paddle's test helpers (``op_test.get_devices``, ``utils.dygraph_guard``
+checks (p > 1e-4), with Paddle's test utilities (``op_test.get_devices``, ``utils.dygraph_guard``
 / ``static_guard``) replaced by local equivalents (CPU only here) and seeded randomness.
 
 On Paddle >= 3.2 these exercise Paddle's own ``paddle.nn.init``; on 2.6.2 they exercise the
