@@ -52,7 +52,8 @@ def problem_present() -> Finding:
             norm(drop(x)).sum().backward()
         except Exception as exc:  # the failure mode on affected versions
             return Finding(True, f"backward in eval mode raised {type(exc).__name__}: {str(exc)[:120]}")
-        missing = [n for n, t in (("input", x), ("BatchNorm weight", norm.weight)) if t.grad is None]
+        weight: Any = norm.weight
+        missing = [n for n, t in (("input", x), ("BatchNorm weight", weight)) if t.grad is None]
     if missing:
         return Finding(True, f"eval-mode backward left no gradient for: {', '.join(missing)}")
     return Finding(False, "eval-mode Dropout + BatchNorm1D backward gives gradients")
