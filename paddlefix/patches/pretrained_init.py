@@ -112,7 +112,6 @@ def _quiet_paddlenlp() -> Any:
 
 def problem_present() -> Finding:
     """Save a tiny BertModel, load BertForSequenceClassification with ``low_cpu_mem_usage=True``."""
-    import os
     import shutil
     import tempfile
 
