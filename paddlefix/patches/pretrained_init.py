@@ -391,6 +391,6 @@ SPEC = Patch(
     module="paddlenlp.transformers",
     probe=problem_present,
     apply=apply,
-    imports=(_MODEL_UTILS, _BERT),
+    imports=(_MODEL_UTILS, _BERT, "paddlenlp.utils.log"),
     links=("PaddleNLP#5270", "Paddle#76204"),
 )
