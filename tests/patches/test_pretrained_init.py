@@ -207,7 +207,7 @@ def test_other_families_equal_the_default_path(paddlefix_clean, tmp_path, family
         if "memory's size is 0" not in str(exc) or paddle.__version__ >= "3":
             raise
         # Paddle 2.6.2: nn.Embedding(padding_idx=...) writes its lazy weight at construction
-        # and fails under LazyGuard (Paddle#76204, fixed in 3.x): the flag cannot build it.
+        # and fails under LazyGuard (Paddle#76204; 3.3.1 builds them): the flag cannot build it.
         pytest.skip(f"paddle {paddle.__version__}: {head} cannot be built with the flag (Paddle#76204)")
     _apply()
     flagged = _load(str(tmp_path), True, cls=cls)
