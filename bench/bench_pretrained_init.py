@@ -3,7 +3,9 @@
 A BERT-base-sized ``BertModel`` (hidden 768, 12 layers, vocabulary 30,522: 110 M parameters,
 440 MB) is saved to a temporary folder once; ``BertForSequenceClassification.from_pretrained``
 loads it (a new 2-label head). Rows:
-- time of ``from_pretrained(..., low_cpu_mem_usage=True)``, patched / stock, goal <= 1.10
+- CPU time (``time.process_time``: all threads of this process, so other processes on a
+  shared machine count less than in wall time) of ``from_pretrained(..., low_cpu_mem_usage=True)``,
+  patched / stock, goal <= 1.10
   (interleaved, best of 6, the side timed first alternating; ``apply`` / ``revert`` and a
   ``gc.collect()`` happen outside the timed calls);
 - peak resident memory added by the load, patched flag / stock flag, goal <= 1.05, and
@@ -80,9 +82,9 @@ def rows() -> list[Row]:
 
         def load() -> float:
             gc.collect()  # untimed: each side starts from the same collected heap
-            start = time.perf_counter()
+            start = time.process_time()
             model = BertForSequenceClassification.from_pretrained(tmp, low_cpu_mem_usage=True, num_labels=2)
-            took = time.perf_counter() - start
+            took = time.process_time() - start
             del model
             return took
 
@@ -107,10 +109,10 @@ def rows() -> list[Row]:
     mb = lambda x: f"{x:.0f} MB"  # noqa: E731
     return [
         Row(
-            f"{NAME}: from_pretrained(low_cpu_mem_usage) time, patched / stock",
+            f"{NAME}: from_pretrained(low_cpu_mem_usage) CPU time, patched / stock",
             patched_s / stock_s,
             1.10,
-            f"{patched_s * 1e3:.0f} ms vs {stock_s * 1e3:.0f} ms (BERT-base size, best of 6)",
+            f"{patched_s * 1e3:.0f} ms vs {stock_s * 1e3:.0f} ms CPU (BERT-base size, best of 6)",
         ),
         Row(
             f"{NAME}: peak RSS of the load, patched flag / stock flag",

@@ -249,3 +249,21 @@ def test_covered_models_lists_the_hooked_families():
     # own init_weights: runs at construction with or without the flag, left alone
     assert "FunnelModel" not in covered
     assert covered == sorted(set(covered))
+
+
+def test_a_hook_failing_on_missing_weights_raises(paddlefix_clean, bert_dir):
+    """Nothing silently half-initialised: the error reaches the caller, as on the default path."""
+    from paddlenlp.transformers import BertForSequenceClassification
+
+    class Picky(BertForSequenceClassification):
+        def _init_weights(self, layer):
+            if layer is getattr(self, "classifier", None):
+                raise ValueError("no initialiser for the classifier")
+            super()._init_weights(layer)
+
+    folder, _ = bert_dir
+    with pytest.raises(ValueError, match="no initialiser for the classifier"):
+        _load(folder, False, cls=Picky, num_labels=2)  # the default path
+    _apply()
+    with pytest.raises(ValueError, match="no initialiser for the classifier"):
+        _load(folder, True, cls=Picky, num_labels=2)
