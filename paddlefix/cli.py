@@ -29,12 +29,49 @@ __all__ = ["main"]
 BOOTSTRAP_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_bootstrap")
 
 
-def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    widths = [max(len(str(r[i])) for r in [headers, *rows]) for i in range(len(headers))]
-    line = "  ".join("{:<%d}" % w for w in widths)
-    out = [line.format(*headers), line.format(*("-" * w for w in widths))]
-    out += [line.format(*map(str, r)) for r in rows]
-    return "\n".join(s.rstrip() for s in out)
+#: Text output fits this many columns; ``--json`` keeps every text whole.
+WIDTH = 100
+
+
+def _wrap(text: str, width: int = WIDTH, indent: str = "", first: str = "") -> list[str]:
+    """``first + text`` wrapped to ``width`` columns, continuation lines indented by ``indent``.
+
+    Nothing is dropped: words longer than a line are broken.
+    """
+    import textwrap
+
+    lines = textwrap.wrap(
+        text, width=width, initial_indent=first, subsequent_indent=indent, break_on_hyphens=False
+    )
+    return lines or [first.rstrip()]
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], width: int = WIDTH) -> str:
+    """Columns separated by two spaces. If the table is wider than ``width``, the widest
+    columns are narrowed and their cells wrap onto more lines (nothing is cut)."""
+    ncol = len(headers)
+    widths = [max(len(str(r[i])) for r in [headers, *rows]) for i in range(ncol)]
+    floor = [max(len(h), 8) for h in headers]
+    while sum(widths) + 2 * (ncol - 1) > width:
+        i = max(range(ncol), key=lambda k: widths[k] - floor[k])
+        if widths[i] <= floor[i]:
+            break
+        widths[i] -= 1
+    out = []
+    for r_i, row in enumerate([headers, ["-" * w for w in widths], *rows]):
+        cells = [_wrap(str(c), w) if r_i != 1 else [str(c)] for c, w in zip(row, widths)]
+        for k in range(max(len(c) for c in cells)):
+            parts = [(c[k] if k < len(c) else "").ljust(w) for c, w in zip(cells, widths)]
+            out.append("  ".join(parts).rstrip())
+    return "\n".join(out)
+
+
+def _dists_text(alternatives: str) -> str:
+    """``"paddlepaddle|paddlepaddle-gpu"`` -> ``"paddlepaddle(-gpu)"``; other alternatives joined by ``|``."""
+    first, *rest = alternatives.split("|")
+    if rest and all(alt.startswith(first) for alt in rest):
+        return f"{first}({'|'.join(alt[len(first):] for alt in rest)})"
+    return alternatives
 
 
 def _installed_text(installed: dict[str, str]) -> str:
@@ -57,7 +94,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         return 0
     rows = []
     for st in report.values():
-        ranges = "; ".join(f"{d} {r}" for d, r in st.requires.items())
+        ranges = "; ".join(f"{_dists_text(d)} {r}" for d, r in st.requires.items())
         rows.append(
             (st.name, st.state, "default" if st.default else "opt-in", ranges, _installed_text(dict(st.installed)))
         )
@@ -65,7 +102,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     print()
     for st in report.values():
         links = f"  [{', '.join(st.links)}]" if st.links else ""
-        print(f"{st.name}: {st.reason}{links}")
+        print("\n".join(_wrap(f"{st.reason}{links}", indent="    ", first=f"{st.name}: ")))
     return 0
 
 
@@ -177,15 +214,16 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         print(json.dumps({"patches": [r.to_dict() for r in rows], "not_installed": missing}, indent=2))
         return 1 if failed else 0
     print(f"paddlefix {paddlefix.__version__} doctor: Python {sys.version.split()[0]}")
-    print(_table(
-        ("patch", "installed", "result", "before patch", "with patch"),
-        [(r.name, r.installed, r.result, r.before, r.after) for r in rows],
-    ))
-    print()
+    print(_table(("patch", "installed", "result"), [(r.name, r.installed, r.result) for r in rows]))
     for r in rows:
-        print(f"{r.name}: {r.reason}")
-    for m in missing:
-        print(f"{m}: skipped")
+        print()
+        print("\n".join(_wrap(r.reason, indent="    ", first=f"{r.name}: ")))
+        print("\n".join(_wrap(r.before, indent="    ", first="  before patch: ")))
+        print("\n".join(_wrap(r.after, indent="    ", first="  with patch:   ")))
+    if missing:
+        print()
+        for m in missing:
+            print("\n".join(_wrap(f"{m}: skipped", indent="    ")))
     print()
     print("FAILED: see above" if failed else "OK: no patch failed")
     return 1 if failed else 0

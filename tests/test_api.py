@@ -11,8 +11,8 @@ from paddlefix import ConfigError
 from paddlefix.settings import resolve
 from tests.conftest import run_python
 
-NAMES = ["matmul_precision", "tokenizer_special_tokens", "attention_mask", "kaiming_init", "eval_grad", "nan_guard",
-         "torch_defaults"]
+NAMES = ["matmul_precision", "tokenizer_special_tokens", "attention_mask", "kaiming_init", "eval_grad",
+         "pretrained_init", "nan_guard", "torch_defaults"]
 DEFAULTS = NAMES[:-2]
 
 

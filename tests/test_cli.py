@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -14,8 +15,8 @@ import pytest
 from tests.conftest import ROOT
 
 PADDLEFIX = [sys.executable, "-m", "paddlefix"]
-NAMES = ["matmul_precision", "tokenizer_special_tokens", "attention_mask", "kaiming_init", "eval_grad", "nan_guard",
-         "torch_defaults"]
+NAMES = ["matmul_precision", "tokenizer_special_tokens", "attention_mask", "kaiming_init", "eval_grad",
+         "pretrained_init", "nan_guard", "torch_defaults"]
 
 
 def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
@@ -40,9 +41,15 @@ def test_list_json_schema():
 
 
 def test_list_table_and_bad_environment():
-    out = cli("list")
+    out = cli("list", "--all")
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines()[0].split() == ["patch", "state", "set", "affected", "installed"]
+    assert max(len(line) for line in out.stdout.splitlines()) <= 100, out.stdout
+    # the reasons and links are wrapped, not cut: --json holds the same text whole
+    flat = " ".join(out.stdout.split())
+    for item in json.loads(cli("list", "--all", "--json").stdout):
+        assert f"{item['name']}: {' '.join(item['reason'].split())}" in flat
+        assert all(link in flat for link in item["links"])
     bad = cli("list", env={"PADDLEFIX_PATCHES": "nope"})
     assert bad.returncode == 2
     assert "PADDLEFIX_PATCHES: unknown patch 'nope'; valid choices:" in bad.stderr
@@ -56,12 +63,35 @@ def test_doctor_reports_every_installed_patch():
     for name in NAMES:
         assert f"\n{name} " in text and f"\n{name}: " in text
     assert text.rstrip().endswith("OK: no patch failed")
+    assert max(len(line) for line in text.splitlines()) <= 100, text
     # PADDLEFIX_STRICT must not turn the doctor's expected skips into a traceback
     strict = cli("doctor", "--json", env={"PADDLEFIX_STRICT": "1"})
     assert strict.returncode == 0, strict.stderr
     data = json.loads(strict.stdout)
     assert [p["name"] for p in data["patches"]] == NAMES
     assert all({"before", "after", "result", "reason", "state"} <= set(p) for p in data["patches"])
+    # --json keeps every text whole; the text output wraps the same words onto <= 100 columns
+    # (numbers are masked: a probe on a random tiny model measures a different error each run)
+    def words(s: str) -> str:
+        return re.sub(r"\d[\d.e+-]*", "#", " ".join(s.split()))
+
+    flat = words(text)
+    for p in data["patches"]:
+        for key in ("reason", "before", "after"):
+            assert words(p[key]) in flat, (p["name"], key)
+    assert max(len(p["before"]) for p in data["patches"]) > 100 - len("  before patch: ")
+
+
+def test_table_wraps_wide_cells_to_the_width():
+    from paddlefix.cli import _table
+
+    long = "word " * 60
+    text = _table(("patch", "result", "detail"), [("a_patch", "fixed by patch", long.strip()), ("b", "ok", "short")])
+    lines = text.splitlines()
+    assert max(len(line) for line in lines) <= 100
+    assert lines[0].split() == ["patch", "result", "detail"]
+    assert " ".join(text.split()).count("word") == 60  # nothing dropped
+    assert _table(("x",), [("y",)]) == "x\n-\ny"  # narrow tables are left as they are
 
 
 STATUS_SCRIPT = textwrap.dedent(

@@ -101,7 +101,7 @@ def test_eval_grad_reason_names_fixed_version():
     assert st.reason == f"paddlepaddle {st.installed['paddlepaddle']}: fixed upstream in 2.2.1"
 
 
-@pytest.mark.parametrize("name", ["tokenizer_special_tokens", "attention_mask"])
+@pytest.mark.parametrize("name", ["tokenizer_special_tokens", "attention_mask", "pretrained_init"])
 def test_paddlenlp_patch_reason_states_range_and_probe(name, paddlefix_clean):
     st = paddlefix.apply(name)[name]
     assert st.state == "applied", st.reason

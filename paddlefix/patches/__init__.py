@@ -15,6 +15,7 @@ NAMES = (
     "attention_mask",
     "kaiming_init",
     "eval_grad",
+    "pretrained_init",
     "nan_guard",
     "torch_defaults",
 )
