@@ -286,9 +286,10 @@ def _make_cross_entropy(original: Any, fixes: frozenset) -> Any:
                 kw["reduction"] = "sum"
                 total = original(**kw)
             count = paddle.sum((label != ignore).astype(total.dtype))
-            out = total / (count + (count == 0).astype(count.dtype))
             if "all_ignored" in fixes:
-                out = out + _nan_if_zero(count)
+                out = _mean(total, count)
+            else:  # Paddle's own ignore_index >= 0 arithmetic: 0 when every label is ignored
+                out = total / (count + (count == 0).astype(count.dtype))
             return out.astype(x.dtype) if half else out
         out = original(*args, **kwargs)
         if "all_ignored" in fixes:
@@ -318,7 +319,13 @@ def _smoothed(paddle: Any, original: Any, x: Any, label: Any, weight: Any, ignor
         return loss.unsqueeze(axis)  # the stock smoothed path keeps the class axis with size 1
     if reduction == "sum":
         return paddle.sum(loss)
-    return paddle.sum(loss) / _valid_weight_sum(paddle, label, weight, ignore, loss.dtype)
+    return _mean(paddle.sum(loss), _valid_weight_sum(paddle, label, weight, ignore, loss.dtype))
+
+
+def _mean(total: Any, denominator: Any) -> Any:
+    """``total / denominator``; 0 / 0 is NaN as in torch, with zero gradients (not NaN ones)."""
+    safe = denominator + (denominator == 0).astype(denominator.dtype)
+    return total / safe + _nan_if_zero(denominator)
 
 
 def _make_nll_loss(original: Any) -> Any:
