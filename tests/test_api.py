@@ -11,11 +11,11 @@ from paddlefix import ConfigError
 from paddlefix.settings import resolve
 from tests.conftest import run_python
 
-NAMES = ["matmul_precision", "tokenizer_special_tokens", "attention_mask", "kaiming_init", "eval_grad", "nan_guard"]
+NAMES = ["matmul_precision", "tokenizer_special_tokens", "attention_mask", "cross_entropy", "kaiming_init", "eval_grad", "nan_guard"]
 DEFAULTS = NAMES[:-1]
 
 
-def test_six_patch_names_and_defaults():
+def test_patch_names_and_defaults():
     specs = paddlefix.specs()
     assert [p.name for p in specs] == NAMES
     assert [p.name for p in specs if p.default] == DEFAULTS

@@ -14,7 +14,7 @@ import pytest
 from tests.conftest import ROOT
 
 PADDLEFIX = [sys.executable, "-m", "paddlefix"]
-NAMES = ["matmul_precision", "tokenizer_special_tokens", "attention_mask", "kaiming_init", "eval_grad", "nan_guard"]
+NAMES = ["matmul_precision", "tokenizer_special_tokens", "attention_mask", "cross_entropy", "kaiming_init", "eval_grad", "nan_guard"]
 
 
 def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 600) -> subprocess.CompletedProcess:

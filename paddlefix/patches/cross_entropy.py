@@ -26,6 +26,12 @@ below is probed on its own and fixed only where the installed release has it:
   stock hard-label loss and a log-softmax. Calls without ignored labels and without
   ``weight`` keep the stock path.
 - ``nll_all_ignored`` (every version): ``nll_loss`` with every label ignored: 0, torch NaN.
+- ``nll_ignore_memory`` (every version, CPU): the CPU ``nll_loss`` kernel, reducing (``mean`` /
+  ``sum``), writes ``out[i] = 0`` for each ignored label ``i`` into its one-element output: a
+  heap overflow (float64 input aborts the process with a malloc assertion on 2.6.2 and 3.3.1;
+  float32 corrupts memory silently). It cannot be probed without corrupting memory, so it is
+  reported present for the CPU kernel. Fix: calls with an ignored label (one host read) take the
+  stock ``reduction="none"`` losses, which are written in bounds, and reduce them as torch does.
 - ``bce_pos_weight`` (Paddle 2.6): ``binary_cross_entropy_with_logits(pos_weight=...)`` leaves
   the ``max(-x, 0)`` part of the loss unweighted for positive labels with negative logits
   (logit -1, label 1, pos_weight 3: 1.9398, torch 3.9398). Fix: torch's formula,
@@ -66,6 +72,7 @@ DEFECTS = (
     "label_smoothing_ignore",
     "label_smoothing_weight",
     "nll_all_ignored",
+    "nll_ignore_memory",
     "bce_pos_weight",
 )
 
@@ -167,6 +174,15 @@ def detect() -> dict[str, _Seen]:
         got = float(F.nll_loss(paddle.to_tensor(_log_softmax(x).astype("float32")), paddle.to_tensor(np.array([2, 2, 2, 2])), ignore_index=2))
         return _Seen(not np.isnan(got), f"nll_loss, all labels ignored: mean {got:.4g}, torch nan")
 
+    def nll_ignore_memory() -> _Seen:
+        # Not run: it corrupts the heap (float64 aborts the process). Every Paddle whose CPU
+        # nll_loss kernel is known (2.6.2 to 3.3.1) has it; a CPU kernel is in every build.
+        return _Seen(
+            True,
+            "nll_loss CPU kernel writes out[i] = 0 past its one-element output for each ignored label "
+            "with reduction mean/sum (known from the kernel source; not run, it corrupts memory)",
+        )
+
     def bce_pos_weight() -> _Seen:
         logit, label, pw = -1.0, 1.0, 3.0
         got = float(
@@ -183,6 +199,7 @@ def detect() -> dict[str, _Seen]:
         "label_smoothing_ignore": label_smoothing_ignore,
         "label_smoothing_weight": label_smoothing_weight,
         "nll_all_ignored": nll_all_ignored,
+        "nll_ignore_memory": nll_ignore_memory,
         "bce_pos_weight": bce_pos_weight,
     }
     with paddle.no_grad():
@@ -328,7 +345,7 @@ def _mean(total: Any, denominator: Any) -> Any:
     return total / safe + _nan_if_zero(denominator)
 
 
-def _make_nll_loss(original: Any) -> Any:
+def _make_nll_loss(original: Any, fixes: frozenset) -> Any:
     sig = signature(original)
 
     @functools.wraps(original)
@@ -336,17 +353,34 @@ def _make_nll_loss(original: Any) -> Any:
         import paddle
 
         a = _arguments(sig, args, kwargs)
-        if a is None or not paddle.in_dynamic_mode() or a.get("reduction", "mean") != "mean":
+        reduction = a.get("reduction", "mean") if a is not None else None
+        if a is None or not paddle.in_dynamic_mode() or reduction not in ("mean", "sum"):
             return original(*args, **kwargs)
-        label, weight, ignore = a.get("label"), a.get("weight"), a.get("ignore_index", -100)
-        out = original(*args, **kwargs)  # validates the arguments first
+        x, label, weight, ignore = a.get("input"), a.get("label"), a.get("weight"), a.get("ignore_index", -100)
         if (
-            not _is_int_tensor(paddle, label)
+            not isinstance(x, paddle.Tensor)
+            or not _is_int_tensor(paddle, label)
             or not isinstance(ignore, int)
+            or isinstance(ignore, bool)
             or (weight is not None and not isinstance(weight, paddle.Tensor))
         ):
-            return out
-        return out + _nan_if_zero(_valid_weight_sum(paddle, label, weight, ignore, out.dtype))
+            return original(*args, **kwargs)
+        if "nll_ignore_memory" in fixes and x.place.is_cpu_place() and bool(paddle.any(label == ignore)):
+            # The CPU kernel writes 0 at out[i] for each ignored label i, past its one-element
+            # output when reducing: take the per-label losses and reduce them here.
+            kw = dict(a)
+            kw["reduction"] = "none"
+            total = paddle.sum(original(**kw))
+            if reduction == "sum":
+                return total
+            count = _valid_weight_sum(paddle, label, weight, ignore, total.dtype)
+            if "nll_all_ignored" in fixes:
+                return _mean(total, count)
+            return total / (count + (count == 0).astype(count.dtype))
+        out = original(*args, **kwargs)
+        if reduction == "mean" and "nll_all_ignored" in fixes:
+            out = out + _nan_if_zero(_valid_weight_sum(paddle, label, weight, ignore, out.dtype))
+        return out
 
     return nll_loss
 
@@ -402,9 +436,9 @@ def apply(patcher: Patcher) -> None:
     if fixes & {"mean_ignore_negative", "all_ignored", "label_smoothing_ignore", "label_smoothing_weight"}:
         original = patcher.original(F, "cross_entropy")
         patcher.replace_everywhere(original, _make_cross_entropy(original, fixes), packages=packages)
-    if "nll_all_ignored" in fixes:
+    if fixes & {"nll_all_ignored", "nll_ignore_memory"}:
         original = patcher.original(F, "nll_loss")
-        patcher.replace_everywhere(original, _make_nll_loss(original), packages=packages)
+        patcher.replace_everywhere(original, _make_nll_loss(original, fixes), packages=packages)
     if "bce_pos_weight" in fixes:
         original = patcher.original(F, "binary_cross_entropy_with_logits")
         patcher.replace_everywhere(original, _make_bce_with_logits(original), packages=packages)
