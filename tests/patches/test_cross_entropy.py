@@ -343,6 +343,7 @@ print(json.dumps(out))
 """
 
 
+@pytest.mark.slow
 def test_nll_loss_float64_with_ignored_labels_no_longer_aborts() -> None:
     import subprocess
 
