@@ -179,8 +179,7 @@ def detect() -> dict[str, _Seen]:
         # nll_loss kernel is known (2.6.2 to 3.3.1) has it; a CPU kernel is in every build.
         return _Seen(
             True,
-            "nll_loss CPU kernel writes out[i] = 0 past its one-element output for each ignored label "
-            "with reduction mean/sum (known from the kernel source; not run, it corrupts memory)",
+            "CPU nll_loss kernel writes past its output for ignored labels (from its source; not run)",
         )
 
     def bce_pos_weight() -> _Seen:
