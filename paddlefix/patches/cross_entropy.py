@@ -251,12 +251,18 @@ def _is_int_tensor(paddle: Any, t: Any) -> bool:
 
 def _make_cross_entropy(original: Any, fixes: frozenset) -> Any:
     sig = signature(original)
+    # Paddle 3.x decorates the function to accept ``target=`` for ``label`` (torch's name).
+    takes_target = getattr(original, "__wrapped__", None) is not None
 
     @functools.wraps(original)
     def cross_entropy(*args: Any, **kwargs: Any) -> Any:
         import paddle
 
         a = _arguments(sig, args, kwargs)
+        if a is None and takes_target and "target" in kwargs and "label" not in kwargs:
+            renamed = dict(kwargs)
+            renamed["label"] = renamed.pop("target")
+            a = _arguments(sig, args, renamed)
         if a is None or not paddle.in_dynamic_mode():
             return original(*args, **kwargs)
         x, label, weight = a.get("input"), a.get("label"), a.get("weight")
@@ -307,7 +313,7 @@ def _make_cross_entropy(original: Any, fixes: frozenset) -> Any:
             else:  # Paddle's own ignore_index >= 0 arithmetic: 0 when every label is ignored
                 out = total / (count + (count == 0).astype(count.dtype))
             return out.astype(x.dtype) if half else out
-        out = original(*args, **kwargs)
+        out = original(**a)
         if "all_ignored" in fixes:
             out = out + _nan_if_zero(_valid_weight_sum(paddle, label, weight, ignore, out.dtype))
         return out
