@@ -177,6 +177,8 @@ def detect() -> dict[str, _Seen]:
     def nll_ignore_memory() -> _Seen:
         # Not run: it corrupts the heap (float64 aborts the process). Every Paddle whose CPU
         # nll_loss kernel is known (2.6.2 to 3.3.1) has it; a CPU kernel is in every build.
+        if "nll_ignore_memory" in getattr(F.nll_loss, "__paddlefix_fixes__", ()):
+            return _Seen(False, "nll_loss reduces ignored labels from the per-label losses (patched)")
         return _Seen(
             True,
             "CPU nll_loss kernel writes past its output for ignored labels (from its source; not run)",
@@ -387,6 +389,7 @@ def _make_nll_loss(original: Any, fixes: frozenset) -> Any:
             out = out + _nan_if_zero(_valid_weight_sum(paddle, label, weight, ignore, out.dtype))
         return out
 
+    nll_loss.__paddlefix_fixes__ = fixes  # type: ignore[attr-defined]
     return nll_loss
 
 
