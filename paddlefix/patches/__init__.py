@@ -13,6 +13,7 @@ NAMES = (
     "matmul_precision",
     "tokenizer_special_tokens",
     "attention_mask",
+    "cross_entropy",
     "kaiming_init",
     "eval_grad",
     "pretrained_init",
