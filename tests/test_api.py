@@ -11,6 +11,9 @@ from paddlefix import ConfigError
 from paddlefix.settings import resolve
 from tests.conftest import run_python
 
+NAMES = ["matmul_precision", "tokenizer_special_tokens", "attention_mask", "cross_entropy", "kaiming_init",
+         "eval_grad", "pretrained_init", "nan_guard", "torch_defaults"]
+DEFAULTS = NAMES[:-2]
 
 
 def test_patch_names_and_defaults():

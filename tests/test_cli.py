@@ -15,12 +15,8 @@ import pytest
 from tests.conftest import ROOT
 
 PADDLEFIX = [sys.executable, "-m", "paddlefix"]
-<<<<<<< HEAD
-NAMES = ["matmul_precision", "tokenizer_special_tokens", "attention_mask", "kaiming_init", "eval_grad",
-         "pretrained_init", "nan_guard", "torch_defaults"]
-=======
-NAMES = ["matmul_precision", "tokenizer_special_tokens", "attention_mask", "cross_entropy", "kaiming_init", "eval_grad", "nan_guard"]
->>>>>>> cross_entropy
+NAMES = ["matmul_precision", "tokenizer_special_tokens", "attention_mask", "cross_entropy", "kaiming_init",
+         "eval_grad", "pretrained_init", "nan_guard", "torch_defaults"]
 
 
 def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
