@@ -392,8 +392,8 @@ class _Pairer:
             return None
         steps: list[_Step] = []
         problems: list[str] = []
-        if rule is not None and rule.to_paddle is not None:
-            return self._resolve_layer_rule(d, rule, snames, s_layer, s_path, how)
+        if rule is not None and (rule.to_paddle is not None or rule.to_torch is not None):
+            return None  # converted as a whole layer (stage 0), or not at all
         dst_is_paddle = self.dst.framework == "paddle"
         by_dst = (rule.paddle_to_torch_names() if dst_is_paddle else rule.torch_to_paddle_names()) if rule else {}
         if rule is not None:
@@ -420,22 +420,6 @@ class _Pairer:
             steps.append(_Step(d.path, s_path, (full,), (sname,), rule, prule, t_how, how))
         return steps, problems
 
-    def _resolve_layer_rule(
-        self, d: _Unit, rule: Any, snames: dict[str, str], s_layer: Any, s_path: str, how: str
-    ) -> tuple[list[_Step], list[str]] | None:
-        dst_is_paddle = self.dst.framework == "paddle"
-        t_layer, p_layer = (s_layer, d.layer) if dst_is_paddle else (d.layer, s_layer)
-        triples = rule.name_pairs(t_layer, p_layer) if rule.name_pairs else None
-        pending = [full for full in d.params.values() if full not in self.dst.alias and full not in self.done]
-        dst_names = tuple(pending)
-        src_names = tuple(snames.values())
-        if triples:
-            hows = sorted({h for _, _, h in triples})
-            t_how = hows[0] if len(hows) == 1 else "+".join(hows)
-        else:
-            t_how = rule.name
-        return [_Step(d.path, s_path, dst_names, src_names, rule, None, t_how, how)], []
-
     def _accept(self, d: _Unit, mpath: str, steps: list[_Step], how: str) -> None:
         for st in steps:
             self.steps.append(st)
@@ -444,8 +428,75 @@ class _Pairer:
         src_path = steps[0].src_unit if steps else mpath
         self.unit_pairs[d.path] = (src_path, how)
 
+    def _layer_rules(self) -> None:
+        """Layers converted as a whole (packed attention projections, recurrent weights).
+
+        A rule with a layer-level converter matches a destination layer (leaf or container); its
+        converter receives every canonical source entry under the paired source layer (names
+        relative to it) and returns every canonical destination entry under the destination layer.
+        """
+        if self.same_framework:
+            return
+        layered = [r for r in _rules.RULES if r.to_paddle is not None or r.to_torch is not None]
+        if not layered:
+            return
+        dst = self.dst
+        d_layers = dst.layers or [(u.path, u.layer) for u in dst.units.values()]
+        ad = adapter_for(dst.model) if dst.model is not None else None
+        for path, layer in d_layers:
+            if ad is None:
+                break
+            d_type, d_qual = ad.type_name(layer), ad.qualified_type(layer)
+            if not any(_rules._match_side(r.paddle_types if dst.framework == "paddle" else r.torch_types, d_type, d_qual) > 0
+                       for r in layered):
+                continue
+            prefix = path + "." if path else ""
+            d_names = tuple(
+                n for n in dst.tensors if (n.startswith(prefix) or not path) and n not in dst.alias and n not in self.done
+            )
+            if not d_names:
+                continue
+            for mpath, how in [(path, "name")] + [(x, "hf-names") for x in self._to_src_paths(path)]:
+                mprefix = mpath + "." if mpath else ""
+                s_names = {m: n for m, n in self.by_mapped.items()
+                           if (m.startswith(mprefix) or not mpath) and self.src.canonical(n) == n and n not in self.used}
+                if not s_names:
+                    continue
+                orig = self._orig_layer_path(mpath, s_names)
+                s_unit_layer = dict(self.src.layers).get(orig) if self.src.layers else None
+                s_type = type(s_unit_layer).__name__ if s_unit_layer is not None else None
+                s_qual = adapter_for(s_unit_layer).qualified_type(s_unit_layer) if s_unit_layer is not None else None
+                if self.dst.framework == "paddle":
+                    rule = _rules.find_rule(s_type, d_type, torch_qualified=s_qual, paddle_qualified=d_qual)
+                else:
+                    rule = _rules.find_rule(d_type, s_type, torch_qualified=d_qual, paddle_qualified=s_qual)
+                if rule is None or (rule.to_paddle is None and rule.to_torch is None):
+                    continue
+                if how == "name" and any(n in self.changed for n in s_names.values()):
+                    how = "mapping"
+                st = _Step(path, orig, d_names, tuple(s_names.values()), rule, None, _layer_how(rule, s_unit_layer, layer, self.dst.framework), how)
+                self.steps.append(st)
+                self.done.update(d_names)
+                self.used.update(st.src_names)
+                self.unit_pairs[path] = (orig, how)
+                break
+
+    def _orig_layer_path(self, mpath: str, s_names: dict[str, str]) -> str:
+        """The source layer path behind a mapped path (the longest common prefix of its entries)."""
+        if not self.changed:
+            return mpath
+        parts = [n.split(".")[:-1] for n in s_names.values()]
+        common: list[str] = []
+        for seg in zip(*parts):
+            if len(set(seg)) != 1:
+                break
+            common.append(seg[0])
+        return ".".join(common)
+
     def run(self) -> None:
         dst, src = self.dst, self.src
+        # 0. layers converted as a whole
+        self._layer_rules()
         # 1. parameter-level name rules (local names that differ between HF and paddlenlp)
         for d in dst.units.values():
             for loc, full in d.params.items():
@@ -567,6 +618,17 @@ class _Pairer:
             names = self.munits[m]
             out.append(next(iter(names.values())).rpartition(".")[0])
         return out
+
+
+def _layer_how(rule: Any, src_layer: Any, dst_layer: Any, dst_framework: str | None) -> str:
+    if rule.name_pairs is None:
+        return rule.name
+    t_layer, p_layer = (src_layer, dst_layer) if dst_framework == "paddle" else (dst_layer, src_layer)
+    try:
+        hows = sorted({h for _, _, h in rule.name_pairs(t_layer, p_layer)})
+    except Exception:  # a report detail only
+        return rule.name
+    return "+".join(hows) if hows else rule.name
 
 
 def _to_numpy(t: Any) -> Any:
@@ -706,17 +768,37 @@ def _pairs_and_params(out: Pairing, p: _Pairer, src: _Side, dst: _Side) -> None:
             dn, sn = st.dst_names[0], st.src_names[0]
             out.params.append(ParamPair(*((dn, sn) if dst_is_paddle else (sn, dn)), st.how, k))
         else:
+            triples = _name_triples(st, paddle_side, torch_side, dst_is_paddle)
+            if triples:
+                for pn, tn, how in triples:
+                    out.params.append(ParamPair(pn, tn, how, k))
+                continue
             for dn in st.dst_names:
                 sn = "+".join(st.src_names)
                 out.params.append(ParamPair(*((dn, sn) if dst_is_paddle else (sn, dn)), st.how, k))
     paired_p = set(pairs)
     paired_t = {x.torch_path for x in pairs.values()}
-    out.unpaired_paddle = [u for u in paddle_side.units if u not in paired_p and _has_canon(paddle_side, u)]
-    out.unpaired_torch = [u for u in torch_side.units if u not in paired_t and _has_canon(torch_side, u)]
+    covered = p.done | p.used
+    out.unpaired_paddle = [u for u in paddle_side.units if u not in paired_p and _has_canon(paddle_side, u, covered)]
+    out.unpaired_torch = [u for u in torch_side.units if u not in paired_t and _has_canon(torch_side, u, covered)]
 
 
-def _has_canon(side: _Side, path: str) -> bool:
-    return any(f not in side.alias for f in side.units[path].params.values())
+def _name_triples(st: _Step, paddle_side: _Side, torch_side: _Side, dst_is_paddle: bool) -> list[tuple[str, str, str]]:
+    """Full-name (paddle, torch, how) triples of a whole-layer step, from its rule's ``name_pairs``."""
+    if st.rule is None or st.rule.name_pairs is None:
+        return []
+    p_path, t_path = (st.dst_unit, st.src_unit) if dst_is_paddle else (st.src_unit, st.dst_unit)
+    p_layer = dict(paddle_side.layers).get(p_path) if paddle_side.layers else None
+    t_layer = dict(torch_side.layers).get(t_path) if torch_side.layers else None
+    try:
+        triples = st.rule.name_pairs(t_layer, p_layer)
+    except Exception:  # a report detail only: fall back to the joined names
+        return []
+    return [(_join(p_path, pl), _join(t_path, tl), how) for pl, tl, how in triples]
+
+
+def _has_canon(side: _Side, path: str, covered: set[str]) -> bool:
+    return any(f not in side.alias and f not in covered for f in side.units[path].params.values())
 
 
 def _containers(pairs: dict[str, Pair], p: _Pairer, paddle_side: _Side, torch_side: _Side, dst_is_paddle: bool) -> None:
