@@ -493,8 +493,9 @@ def test_same_framework_copies_by_name() -> None:
     np.testing.assert_array_equal(a.weight.numpy(), b.weight.numpy())
 
 
-def test_readme_example_runs() -> None:
+def test_readme_example_runs(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The worked example of README "Aligning a port", as written there."""
+    monkeypatch.chdir(tmp_path)
     readme = pathlib.Path(__file__).resolve().parents[2] / "README.md"
     text = readme.read_text(encoding="utf-8")
     start = text.index("<!-- align-transfer-example -->")
@@ -587,3 +588,12 @@ def test_layer_level_converter_rule(monkeypatch) -> None:
     with pytest.raises(TransferError, match="cannot be reconciled"):
         align.transfer(t, p3)
     _assert_same_state(before, _state(p3))
+
+
+def test_readme_rules_table_lists_every_rule() -> None:
+    from paddlefix.align import rules
+
+    readme = (pathlib.Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## Aligning a port"):]
+    for rule in rules._BASE_RULES:
+        assert f"`{rule.name}`" in section, rule.name
