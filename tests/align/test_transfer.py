@@ -597,3 +597,30 @@ def test_readme_rules_table_lists_every_rule() -> None:
     section = readme[readme.index("## Aligning a port"):]
     for rule in rules._BASE_RULES:
         assert f"`{rule.name}`" in section, rule.name
+
+
+def test_name_rules_come_from_paddlenlp_where_it_ships_them(hf_bert_pair) -> None:
+    from paddlefix.align._names import BUILTIN_RULES, hf_to_paddle_paths, name_rules
+
+    _, pd = hf_bert_pair
+    rules = name_rules(pd)
+    from_paddlenlp = [r for r in rules if r.family == "paddlenlp:BertModel"]
+    assert ("encoder.layer.N.attention.self.query", "encoder.layers.N.self_attn.q_proj") in [
+        (r.hf, r.paddle) for r in from_paddlenlp
+    ]
+    # the built-in table only adds what paddlenlp's table lacks (heads), never a duplicate
+    assert len({(r.hf, r.paddle) for r in rules}) == len(rules)
+    assert any(r.hf == "qa_outputs" for r in BUILTIN_RULES)
+    # rules match anywhere after a dot, keeping any prefix, and whole index components only
+    got = hf_to_paddle_paths("splinter.encoder.layer.11.output.LayerNorm", rules)
+    assert got[0][0] == "splinter.encoder.layers.11.norm2"
+    assert hf_to_paddle_paths("encoder.layerX.1.output.LayerNorm", rules) == []
+
+
+def test_pairing_from_a_state_dict_uses_the_destination_types() -> None:
+    t, p = make_square_pair(width=4, depth=2)
+    pairing = align.pair({k: v.detach().numpy() for k, v in t.state_dict().items()}, p)
+    assert [(x.paddle_path, x.torch_path, x.rule, x.torch_type) for x in pairing.pairs] == [
+        ("0", "0", "linear", ""), ("2", "2", "linear", "")
+    ]
+    assert [x.how for x in pairing.params] == ["transpose", "copy", "transpose", "copy"]
