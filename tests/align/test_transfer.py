@@ -10,6 +10,7 @@ import json
 import os
 import pathlib
 import pickle
+import warnings
 
 import numpy as np
 import pytest
@@ -624,3 +625,28 @@ def test_pairing_from_a_state_dict_uses_the_destination_types() -> None:
         ("0", "0", "linear", ""), ("2", "2", "linear", "")
     ]
     assert [x.how for x in pairing.params] == ["transpose", "copy", "transpose", "copy"]
+
+
+def test_matrices_of_layers_without_a_rule_are_copied_with_a_warning() -> None:
+    from paddlefix import PaddlefixWarning
+
+    class TorchScale(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.randn(3, 3))
+            self.b = torch.nn.Parameter(torch.randn(3))
+
+    class PaddleScale(paddle.nn.Layer):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = self.create_parameter([3, 3])
+            self.b = self.create_parameter([3], is_bias=True)
+
+    t, p = TorchScale(), PaddleScale()
+    with pytest.warns(PaddlefixWarning, match="no layer rule for <root>"):
+        report = align.transfer(t, p)
+    assert report.pairing.pairs[0].rule == "same-names"
+    np.testing.assert_array_equal(p.w.numpy(), t.w.detach().numpy())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        align.transfer(make_square_pair()[0], make_square_pair()[1])  # known layers: no warning
