@@ -145,6 +145,8 @@ def _memory_rows() -> list[Row]:
 
 def rows() -> list[Row]:
     try:
+        import numpy  # noqa: F401  (numpy, then paddle, before paddlenlp: on paddle 2.6.2 a bare
+        import paddle  # noqa: F401  `import paddlenlp` fails in scipy with a zlib error)
         import paddlenlp  # noqa: F401
         import torch  # noqa: F401
         import transformers  # noqa: F401
