@@ -29,6 +29,9 @@ built with ``bias=False``. A torch ``bias=False`` RNN goes into a Paddle RNN wit
 zero (same outputs): Paddle's own ``bias_ih_attr=False`` RNNs do not run (measured, 2.6.2 and
 3.3.1: one layer segfaults in forward, two layers fail in the constructor).
 
+Upstream: https://github.com/PaddlePaddle/Paddle/issues/70231 (bias-free LSTM does not run),
+https://github.com/PaddlePaddle/Paddle/issues/70245 (wrong flat names with ``proj_size``).
+
 NumPy only; nothing here imports paddle or torch (layers are read through their attributes).
 """
 
