@@ -14,6 +14,9 @@ tests/align/test_rnn_rules.py):
   ``in_proj_weight`` ``[3E, E]`` (or ``q/k/v_proj_weight`` when ``kdim`` / ``vdim`` differ) and
   ``in_proj_bias`` are split into paddle's ``q_proj`` / ``k_proj`` / ``v_proj`` Linear layers,
   which store ``[in, out]`` (transposed); ``out_proj`` is a transposed Linear.
+* ``torch.nn.MultiheadAttention`` <-> ``paddle.compat.nn.MultiheadAttention`` (Paddle 3.x): the same
+  tensors unchanged, ``bias_k`` / ``bias_v`` included; only with ``kdim`` / ``vdim`` different from
+  ``embed_dim`` is torch's ``in_proj_bias`` split into ``q/k/v_proj_bias``.
 
 Paddle's RNN layers register every parameter twice: once on the cell
 (``0.cell_fw.weight_ih``, always right) and once as a flat alias on the RNN layer
@@ -23,7 +26,8 @@ cell names are the ones used here; flat aliases are accepted from a bare state d
 their shapes prove them right.
 
 Not convertible, refused with :class:`~paddlefix.align.TransferError`: torch
-``MultiheadAttention(add_bias_kv=True)`` / ``add_zero_attn=True`` (Paddle has no equivalent), an
+``MultiheadAttention(add_bias_kv=True)`` / ``add_zero_attn=True`` into ``paddle.nn.MultiHeadAttention``
+(no equivalent there), an
 LSTM ``proj_size`` on a Paddle without it, a Paddle RNN with non-zero biases into a torch layer
 built with ``bias=False``. A torch ``bias=False`` RNN goes into a Paddle RNN with biases set to
 zero (same outputs): Paddle's own ``bias_ih_attr=False`` RNNs do not run (measured, 2.6.2 and
@@ -62,6 +66,12 @@ __all__ = [
     "mha_arrays_to_torch",
     "mha_to_paddle",
     "mha_to_torch",
+    "compat_mha_spec",
+    "compat_mha_param_pairs",
+    "compat_mha_arrays_to_paddle",
+    "compat_mha_arrays_to_torch",
+    "compat_mha_to_paddle",
+    "compat_mha_to_torch",
 ]
 
 _GATES = {"LSTM": 4, "GRU": 3, "RNN_TANH": 1, "RNN_RELU": 1}
@@ -486,7 +496,8 @@ def _refuse_torch_only(spec: MhaSpec) -> None:
         raise TransferError(
             f"torch MultiheadAttention with {' and '.join(used)} has no equivalent in "
             "paddle.nn.MultiHeadAttention (no bias_k / bias_v, no zero attention row): "
-            "it cannot be converted exactly"
+            "it cannot be converted exactly; paddle.compat.nn.MultiheadAttention (Paddle 3.x) "
+            "has both"
         )
 
 
@@ -629,3 +640,133 @@ def mha_to_torch(
     if paddle_layer is not None:
         _check_mha_pair(torch_spec, paddle_mha_spec(paddle_layer))
     return mha_arrays_to_torch(arrays, torch_spec)
+
+
+# paddle.compat.nn.MultiheadAttention (Paddle 3.x): torch's layout and options. Measured on 3.3.1:
+# every tensor is torch's, unchanged (out_proj is a compat Linear, [out, in]), except that with
+# kdim / vdim different from embed_dim the packed in_proj_bias is kept as q/k/v_proj_bias.
+
+
+def compat_mha_spec(layer: Any) -> MhaSpec:
+    """The :class:`MhaSpec` of a ``paddle.compat.nn.MultiheadAttention``."""
+    if not hasattr(layer, "_qkv_same_embed_dim") or not hasattr(layer, "q_proj_bias"):
+        raise TransferError(
+            f"layer: expected a paddle.compat.nn.MultiheadAttention, got {type(layer).__name__}"
+        )
+    return MhaSpec(
+        embed_dim=int(layer.embed_dim),
+        num_heads=int(layer.num_heads),
+        kdim=int(layer.kdim),
+        vdim=int(layer.vdim),
+        bias=layer.in_proj_bias is not None or layer.q_proj_bias is not None,
+        packed=bool(layer._qkv_same_embed_dim),
+        add_bias_kv=getattr(layer, "bias_k", None) is not None,
+        add_zero_attn=bool(layer.add_zero_attn),
+        dropout=float(layer.dropout),
+        batch_first=bool(layer.batch_first),
+    )
+
+
+def compat_mha_param_pairs(spec: MhaSpec) -> list[tuple[str, str, str]]:
+    """``(torch name, paddle.compat name, how)`` for a torch layer ``spec``: ``"copy"`` or ``"split"``."""
+    pairs: list[tuple[str, str, str]] = []
+    if spec.packed:
+        pairs.append(("in_proj_weight", "in_proj_weight", "copy"))
+        if spec.bias:
+            pairs.append(("in_proj_bias", "in_proj_bias", "copy"))
+    else:
+        pairs += [(f"{p}_proj_weight", f"{p}_proj_weight", "copy") for p in "qkv"]
+        if spec.bias:
+            pairs += [("in_proj_bias", f"{p}_proj_bias", "split") for p in "qkv"]
+    if spec.add_bias_kv:
+        pairs += [("bias_k", "bias_k", "copy"), ("bias_v", "bias_v", "copy")]
+    pairs.append(("out_proj.weight", "out_proj.weight", "copy"))
+    if spec.bias:
+        pairs.append(("out_proj.bias", "out_proj.bias", "copy"))
+    return pairs
+
+
+def _compat_shapes(spec: MhaSpec) -> tuple[dict[str, tuple[int, ...]], dict[str, tuple[int, ...]]]:
+    torch_shapes = _mha_torch_shapes(spec)
+    e = spec.embed_dim
+    if spec.add_bias_kv:
+        torch_shapes.update(bias_k=(1, 1, e), bias_v=(1, 1, e))
+    compat: dict[str, tuple[int, ...]] = {}
+    for torch_name, name, how in compat_mha_param_pairs(spec):
+        compat[name] = (e,) if how == "split" else torch_shapes[torch_name]
+    return torch_shapes, compat
+
+
+def compat_mha_arrays_to_paddle(arrays: Mapping[str, Any], spec: MhaSpec) -> dict[str, "np.ndarray"]:
+    """torch ``MultiheadAttention`` parameters -> ``paddle.compat.nn.MultiheadAttention``'s."""
+    torch_shapes, _ = _compat_shapes(spec)
+    _check_names("torch MultiheadAttention parameters", arrays, torch_shapes, spec)
+    extra = sorted(set(arrays) - set(torch_shapes))
+    if extra:
+        raise TransferError(f"torch parameters not part of {spec.describe()}: {', '.join(extra)}")
+    e = spec.embed_dim
+    out = {}
+    for torch_name, name, how in compat_mha_param_pairs(spec):
+        value = _arr(arrays[torch_name])
+        if how == "split":
+            i = "qkv".index(name[0])
+            value = value[i * e:(i + 1) * e]
+        out[name] = value
+    return out
+
+
+def compat_mha_arrays_to_torch(arrays: Mapping[str, Any], spec: MhaSpec) -> dict[str, "np.ndarray"]:
+    """``paddle.compat.nn.MultiheadAttention`` parameters -> torch's, for a torch layer ``spec``."""
+    import numpy as np
+
+    _, compat = _compat_shapes(spec)
+    _check_names("paddle.compat MultiheadAttention parameters", arrays, compat, spec)
+    extra = sorted(set(arrays) - set(compat))
+    if extra:
+        raise TransferError(f"Paddle parameters not part of {spec.describe()}: {', '.join(extra)}")
+    out: dict[str, np.ndarray] = {}
+    parts: list[np.ndarray] = []
+    for torch_name, name, how in compat_mha_param_pairs(spec):
+        if how == "split":
+            parts.append(_arr(arrays[name]))
+        else:
+            out[torch_name] = _arr(arrays[name])
+    if parts:
+        out["in_proj_bias"] = np.concatenate(parts)
+    return out
+
+
+def _check_compat_pair(torch_spec: MhaSpec, compat_spec: MhaSpec) -> None:
+    diffs = [
+        f"{field}: torch {getattr(torch_spec, field)!r}, paddle {getattr(compat_spec, field)!r}"
+        for field in ("embed_dim", "num_heads", "kdim", "vdim", "bias", "add_bias_kv")
+        if getattr(torch_spec, field) != getattr(compat_spec, field)
+    ]
+    if diffs:
+        raise TransferError(
+            f"torch {torch_spec.describe()} and paddle.compat {compat_spec.describe()} cannot be "
+            f"converted into each other: {'; '.join(diffs)}"
+        )
+
+
+def compat_mha_to_paddle(
+    arrays: Mapping[str, Any], paddle_layer: Any, torch_layer: Any = None
+) -> dict[str, "np.ndarray"]:
+    """Layer-level conversion torch -> ``paddle.compat.nn.MultiheadAttention``."""
+    compat_spec = compat_mha_spec(paddle_layer)
+    if torch_layer is not None:
+        torch_spec = torch_mha_spec(torch_layer)
+        _check_compat_pair(torch_spec, compat_spec)
+    else:
+        torch_spec = compat_spec
+    return compat_mha_arrays_to_paddle(arrays, torch_spec)
+
+
+def compat_mha_to_torch(
+    arrays: Mapping[str, Any], torch_layer: Any, paddle_layer: Any = None
+) -> dict[str, "np.ndarray"]:
+    """Layer-level conversion ``paddle.compat.nn.MultiheadAttention`` -> torch."""
+    torch_spec = torch_mha_spec(torch_layer)
+    if paddle_layer is not None:
+        _check_compat_pair(torch_spec, compat_mha_spec(paddle_layer))
+    return compat_mha_arrays_to_torch(arrays, torch_spec)

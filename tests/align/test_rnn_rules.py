@@ -358,3 +358,52 @@ def test_mha_refusals() -> None:
         _rnn.mha_to_paddle(bad, p_layer, t_layer)
     with pytest.raises(TransferError, match="expected a torch.nn.MultiheadAttention, got Linear"):
         _rnn.mha_to_torch({}, torch.nn.Linear(2, 2))
+
+
+# -- paddle.compat.nn.MultiheadAttention (Paddle 3.x): torch's layout and options -----------
+COMPAT_MHA = getattr(getattr(getattr(paddle, "compat", None), "nn", None), "MultiheadAttention", None)
+
+
+@pytest.mark.skipif(COMPAT_MHA is None, reason="this Paddle has no paddle.compat.nn.MultiheadAttention")
+@pytest.mark.parametrize(
+    "case",
+    [dict(), dict(bias=False), dict(kdim=4, vdim=6), dict(add_bias_kv=True, add_zero_attn=True, batch_first=False),
+     dict(kdim=4, vdim=6, add_bias_kv=True, bias=False)],
+    ids=lambda c: "-".join(f"{k}={v}" for k, v in c.items()) or "packed",
+)
+def test_compat_mha_both_directions(case: dict) -> None:
+    t_layer = _torch_mha(**case)
+    if case.get("add_bias_kv"):
+        with torch.no_grad():
+            t_layer.bias_k.uniform_(-0.5, 0.5)
+            t_layer.bias_v.uniform_(-0.5, 0.5)
+    p_layer = COMPAT_MHA(E, HEADS, **{"batch_first": True, **case})
+    p_layer.eval()
+    source = _torch_arrays(t_layer)
+    converted = _rnn.compat_mha_to_paddle(source, p_layer, t_layer)
+    _load_paddle(p_layer, converted)
+    assert set(converted) == set(p_layer.state_dict())
+
+    rng = np.random.default_rng(0)
+    q = rng.standard_normal((B, L, E)).astype("float32")
+    k = rng.standard_normal((B, S, case.get("kdim", E))).astype("float32")
+    v = rng.standard_normal((B, S, case.get("vdim", E))).astype("float32")
+    if not case.get("batch_first", True):
+        q, k, v = (a.transpose(1, 0, 2).copy() for a in (q, k, v))
+    masked = rng.random((L, S)) > 0.6  # both: True = masked out
+    masked[:, 0] = False
+    t_out, t_w = t_layer(*(torch.from_numpy(a) for a in (q, k, v)), attn_mask=torch.from_numpy(masked))
+    p_out, p_w = p_layer(*(paddle.to_tensor(a) for a in (q, k, v)), attn_mask=paddle.to_tensor(masked))
+    assert _max(t_out, p_out) <= TOL and _max(t_w, p_w) <= TOL
+
+    back = _rnn.compat_mha_to_torch(_paddle_arrays(p_layer), t_layer, p_layer)
+    assert set(back) == set(source) and all(np.array_equal(back[n], source[n]) for n in source)
+
+
+@pytest.mark.skipif(COMPAT_MHA is None, reason="this Paddle has no paddle.compat.nn.MultiheadAttention")
+def test_compat_mha_refusals() -> None:
+    t_layer = _torch_mha(add_bias_kv=True)
+    with pytest.raises(TransferError, match="add_bias_kv: torch True, paddle False"):
+        _rnn.compat_mha_to_paddle(_torch_arrays(t_layer), COMPAT_MHA(E, HEADS), t_layer)
+    with pytest.raises(TransferError, match="missing bias_k, bias_v"):  # bare state dict
+        _rnn.compat_mha_to_paddle(_torch_arrays(_torch_mha()), COMPAT_MHA(E, HEADS, add_bias_kv=True))
