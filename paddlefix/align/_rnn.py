@@ -48,6 +48,7 @@ from ._errors import TransferError
 if TYPE_CHECKING:
     import numpy as np
 
+# ``RULES`` (the layer rules for rules.py) is made on first access, see ``__getattr__``.
 __all__ = [
     "RnnSpec",
     "MhaSpec",
@@ -770,3 +771,157 @@ def compat_mha_to_torch(
     if paddle_layer is not None:
         _check_compat_pair(torch_spec, compat_mha_spec(paddle_layer))
     return compat_mha_arrays_to_torch(arrays, torch_spec)
+
+
+# --------------------------------------------------------------------------------------------
+# Layer rules (rules.py includes ``RULES``; built on first access so that importing this module
+# never imports rules.py, which imports this one)
+# --------------------------------------------------------------------------------------------
+
+
+def _need(layer: Any, what: str) -> Any:
+    if layer is None:
+        raise TransferError(f"{what}: the destination layer is needed to convert these weights")
+    return layer
+
+
+def _rnn_rule_to_paddle(arrays: dict, torch_layer: Any, paddle_layer: Any) -> dict:
+    return rnn_to_paddle(arrays, _need(paddle_layer, "paddle layer"), torch_layer)
+
+
+def _rnn_rule_to_torch(arrays: dict, torch_layer: Any, paddle_layer: Any) -> dict:
+    return rnn_to_torch(arrays, _need(torch_layer, "torch layer"), paddle_layer)
+
+
+def _rnn_rule_pairs(torch_layer: Any, paddle_layer: Any) -> list:
+    spec = torch_rnn_spec(torch_layer) if torch_layer is not None else paddle_rnn_spec(_need(paddle_layer, "layers"))
+    return [(p, t, how) for t, p, how in rnn_param_pairs(spec)]
+
+
+def _mha_rule_to_paddle(arrays: dict, torch_layer: Any, paddle_layer: Any) -> dict:
+    return mha_to_paddle(arrays, _need(paddle_layer, "paddle layer"), torch_layer)
+
+
+def _mha_rule_to_torch(arrays: dict, torch_layer: Any, paddle_layer: Any) -> dict:
+    return mha_to_torch(arrays, _need(torch_layer, "torch layer"), paddle_layer)
+
+
+def _mha_spec_of(torch_layer: Any, paddle_layer: Any, paddle_spec: Any) -> MhaSpec:
+    if torch_layer is not None:
+        return torch_mha_spec(torch_layer)
+    return paddle_spec(_need(paddle_layer, "layers"))
+
+
+def _mha_rule_pairs(torch_layer: Any, paddle_layer: Any) -> list:
+    spec = _mha_spec_of(torch_layer, paddle_layer, paddle_mha_spec)
+    if torch_layer is None:  # a bare torch state dict: assume the packed layout where it applies
+        spec = spec._replace(packed=(spec.kdim, spec.vdim) == (spec.embed_dim,) * 2)
+    return [(p, t, how) for t, p, how in mha_param_pairs(spec)]
+
+
+def _compat_rule_to_paddle(arrays: dict, torch_layer: Any, paddle_layer: Any) -> dict:
+    return compat_mha_to_paddle(arrays, _need(paddle_layer, "paddle layer"), torch_layer)
+
+
+def _compat_rule_to_torch(arrays: dict, torch_layer: Any, paddle_layer: Any) -> dict:
+    return compat_mha_to_torch(arrays, _need(torch_layer, "torch layer"), paddle_layer)
+
+
+def _compat_rule_pairs(torch_layer: Any, paddle_layer: Any) -> list:
+    spec = _mha_spec_of(torch_layer, paddle_layer, compat_mha_spec)
+    return [(p, t, how) for t, p, how in compat_mha_param_pairs(spec)]
+
+
+def _field(spec_fn: Any, name: str) -> Any:
+    def get(layer: Any) -> Any:
+        return getattr(spec_fn(layer), name)
+
+    get.__name__ = f"get_{name}"
+    return get
+
+
+def _round(v: Any) -> Any:
+    return round(float(v), 9) if isinstance(v, (int, float)) and not isinstance(v, bool) else v
+
+
+def _activation(spec_fn: Any) -> Any:
+    def get(layer: Any) -> Any:
+        mode = spec_fn(layer).mode
+        return mode[4:].lower() if mode.startswith("RNN_") else None
+
+    return get
+
+
+def _build_rules() -> tuple:
+    from .rules import ConfigRule, LayerRule
+
+    def rnn_config(*extra: Any) -> tuple:
+        def c(label: str, field: str, normalise: Any = None) -> Any:
+            return ConfigRule(label, _field(torch_rnn_spec, field), _field(paddle_rnn_spec, field), normalise)
+
+        return (
+            c("input_size", "input_size"),
+            c("hidden_size", "hidden_size"),
+            c("num_layers", "num_layers"),
+            c("bidirectional", "bidirectional"),
+            c("dropout between layers", "dropout", _round),
+            c("batch_first (paddle: not time_major)", "batch_first"),
+            c("bias (paddle: trainable biases)", "bias"),
+        ) + extra
+
+    def mha_config(paddle_spec: Any) -> tuple:
+        def c(label: str, field: str, normalise: Any = None) -> Any:
+            return ConfigRule(label, _field(torch_mha_spec, field), _field(paddle_spec, field), normalise)
+
+        return (
+            c("embed_dim", "embed_dim"),
+            c("num_heads", "num_heads"),
+            c("kdim", "kdim"),
+            c("vdim", "vdim"),
+            c("bias", "bias"),
+            c("dropout (attention weights)", "dropout", _round),
+            c("batch_first (paddle.nn.MultiHeadAttention: always)", "batch_first"),
+            c("add_bias_kv", "add_bias_kv"),
+            c("add_zero_attn", "add_zero_attn"),
+        )
+
+    proj = ConfigRule("proj_size", _field(torch_rnn_spec, "proj_size"), _field(paddle_rnn_spec, "proj_size"))
+    act = ConfigRule("nonlinearity", _activation(torch_rnn_spec), _activation(paddle_rnn_spec))
+
+    def rnn_rule(name: str, torch_type: str, paddle_type: str, config: tuple) -> Any:
+        return LayerRule(
+            name, (torch_type,), (paddle_type,), config=config,
+            to_paddle=_rnn_rule_to_paddle, to_torch=_rnn_rule_to_torch, name_pairs=_rnn_rule_pairs,
+        )
+
+    return (
+        rnn_rule("lstm", "LSTM", "LSTM", rnn_config(proj)),
+        rnn_rule("gru", "GRU", "GRU", rnn_config()),
+        rnn_rule("simple-rnn", "RNN", "SimpleRNN", rnn_config(act)),
+        LayerRule(
+            "multihead-attention-compat",
+            ("MultiheadAttention",),
+            ("paddle.compat.nn.transformer.MultiheadAttention", "paddle.compat.nn.MultiheadAttention"),
+            config=mha_config(compat_mha_spec),
+            to_paddle=_compat_rule_to_paddle,
+            to_torch=_compat_rule_to_torch,
+            name_pairs=_compat_rule_pairs,
+        ),
+        LayerRule(
+            "multihead-attention",
+            ("MultiheadAttention",),
+            ("MultiHeadAttention",),
+            config=mha_config(paddle_mha_spec),
+            to_paddle=_mha_rule_to_paddle,
+            to_torch=_mha_rule_to_torch,
+            name_pairs=_mha_rule_pairs,
+        ),
+    )
+
+
+def __getattr__(name: str) -> Any:
+    if name == "RULES":
+        rules = _build_rules()
+        globals()["RULES"] = rules
+        return rules
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

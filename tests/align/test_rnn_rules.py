@@ -407,3 +407,59 @@ def test_compat_mha_refusals() -> None:
         _rnn.compat_mha_to_paddle(_torch_arrays(t_layer), COMPAT_MHA(E, HEADS), t_layer)
     with pytest.raises(TransferError, match="missing bias_k, bias_v"):  # bare state dict
         _rnn.compat_mha_to_paddle(_torch_arrays(_torch_mha()), COMPAT_MHA(E, HEADS, add_bias_kv=True))
+
+
+# -- the entries in the rules table ------------------------------------------------------------
+def _config_diffs(rule, t_layer, p_layer) -> list[str]:
+    out = []
+    for c in rule.config:
+        norm = c.normalise or (lambda v: v)
+        if norm(c.torch_get(t_layer)) != norm(c.paddle_get(p_layer)):
+            out.append(c.label)
+    return out
+
+
+def test_rules_table_entries() -> None:
+    from paddlefix.align import rules
+
+    find = rules.find_rule
+    assert find("LSTM", "LSTM").name == "lstm" and find("GRU", "GRU").name == "gru"
+    assert find("RNN", "SimpleRNN").name == "simple-rnn"
+    assert find("MultiheadAttention", "MultiHeadAttention").name == "multihead-attention"
+    assert find(None, "SimpleRNN").name == "simple-rnn"  # a bare torch state dict
+    if COMPAT_MHA is not None:
+        qual = f"{COMPAT_MHA.__module__}.{COMPAT_MHA.__qualname__}"
+        assert find("MultiheadAttention", COMPAT_MHA.__name__, paddle_qualified=qual).name == "multihead-attention-compat"
+
+    torch.manual_seed(0)
+    t_layer = _torch_rnn("LSTM", 2, True, True, True)
+    p_layer = _paddle_rnn("LSTM", 2, True, True)
+    rule = rules.rule_by_name("lstm")
+    _load_paddle(p_layer, rule.to_paddle(_torch_arrays(t_layer), t_layer, p_layer))
+    assert max(_run_both("LSTM", t_layer, p_layer, 2, True, True)) <= TOL
+    back = rule.to_torch(_paddle_arrays(p_layer), t_layer, None)
+    assert all(np.array_equal(back[k], v) for k, v in _torch_arrays(t_layer).items())
+    assert ("1.cell_bw.weight_ih", "weight_ih_l1_reverse", "copy") in rule.name_pairs(t_layer, p_layer)
+    assert rule.name_pairs(None, p_layer) == rule.name_pairs(t_layer, None)
+    assert _config_diffs(rule, t_layer, p_layer) == []
+
+    other = _paddle_rnn("LSTM", 1, False, False)
+    assert _config_diffs(rule, t_layer, other) == ["num_layers", "bidirectional", "batch_first (paddle: not time_major)"]
+    assert _config_diffs(
+        rules.rule_by_name("simple-rnn"), _torch_rnn("RNN_TANH", 1, False, True, True), _paddle_rnn("RNN_RELU", 1, False, True)
+    ) == ["nonlinearity"]
+    nobias = _torch_rnn("GRU", 1, False, False, True)
+    assert _config_diffs(rules.rule_by_name("gru"), nobias, _paddle_rnn("GRU", 1, False, True)) == [
+        "bias (paddle: trainable biases)"
+    ]
+
+    mha = rules.rule_by_name("multihead-attention")
+    t_mha, p_mha = _torch_mha(), paddle.nn.MultiHeadAttention(E, HEADS)
+    p_mha.eval()
+    _load_paddle(p_mha, mha.to_paddle(_torch_arrays(t_mha), t_mha, p_mha))
+    assert _mha_diff(t_mha, p_mha) <= TOL
+    assert ("k_proj.weight", "in_proj_weight", "split+transpose") in mha.name_pairs(t_mha, p_mha)
+    assert _config_diffs(mha, t_mha, p_mha) == []
+    assert _config_diffs(mha, _torch_mha(add_zero_attn=True, batch_first=False), paddle.nn.MultiHeadAttention(E, 4, dropout=0.1)) == [
+        "num_heads", "dropout (attention weights)", "batch_first (paddle.nn.MultiHeadAttention: always)", "add_zero_attn"
+    ]
