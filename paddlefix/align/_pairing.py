@@ -90,6 +90,9 @@ class _Unit:
     qualified: str | None
     params: dict[str, str]
     """local name -> full name."""
+    whole: bool = False
+    """Converted as one by a layer-level rule: ``params`` holds its sublayers' entries too
+    (local names relative to this layer, ``0.cell_fw.weight_ih``, ``out_proj.weight``)."""
 
 
 @dataclass
@@ -114,6 +117,20 @@ def _join(path: str, local: str) -> str:
     return f"{path}.{local}" if path else local
 
 
+def _whole_layer(framework: str, type_name: str, qualified: str) -> bool:
+    """True for a layer type a layer-level rule converts as one, sublayers included (an RNN, MHA)."""
+    for rule in _rules.RULES:
+        if rule.to_paddle is None and rule.to_torch is None:
+            continue
+        if _rules._matches(rule.paddle_types if framework == "paddle" else rule.torch_types, type_name, qualified):
+            return True
+    return False
+
+
+def _under(path: str, top: str) -> bool:
+    return path == top or not top or path.startswith(top + ".")
+
+
 def _side_from_model(model: Any) -> _Side:
     ad = adapter_for(model)
     tensors: dict[str, Any] = {}
@@ -121,7 +138,13 @@ def _side_from_model(model: Any) -> _Side:
     first: dict[int, str] = {}
     units: dict[str, _Unit] = {}
     layers = ad.named_layers(model)
+    whole: _Unit | None = None  # the layer-level-rule layer being walked, if any
     for path, layer in layers:
+        if whole is not None and not _under(path, whole.path):
+            whole = None
+        if whole is None and _whole_layer(ad.framework, ad.type_name(layer), ad.qualified_type(layer)):
+            whole = _Unit(path, layer, ad.type_name(layer), ad.qualified_type(layer), {}, whole=True)
+            units[path] = whole
         locals_: dict[str, str] = {}
         for local, t in ad.own_params(layer) + ad.own_buffers(layer):
             full = _join(path, local)
@@ -132,8 +155,13 @@ def _side_from_model(model: Any) -> _Side:
             else:
                 first[key] = full
             locals_[local] = full
-        if locals_:
+        if whole is not None:
+            for full in locals_.values():
+                whole.params[full[len(whole.path) + 1:] if whole.path else full] = full
+        elif locals_:
             units[path] = _Unit(path, layer, ad.type_name(layer), ad.qualified_type(layer), locals_)
+    for path in [u.path for u in units.values() if u.whole and not u.params]:
+        del units[path]
     return _Side(ad.framework, model, tensors, alias, units, layers)
 
 
@@ -368,16 +396,27 @@ class _Pairer:
 
     def _src_unit_of(self, src_names: dict[str, str]) -> tuple[str | None, str | None, Any, str]:
         """Type, qualified type, layer and original path of the source layer owning these names."""
-        any_name = next(iter(src_names.values()))
-        path = any_name.rpartition(".")[0]
+        local, any_name = next(iter(src_names.items()))
+        # the layer the local names are relative to (a whole-layer unit's locals have dots)
+        path = any_name[: -len(local) - 1] if any_name.endswith("." + local) else any_name.rpartition(".")[0]
         u = self.src.units.get(path)
         if u is None:
             return None, None, None, path
         return u.type, u.qualified, u.layer, path
 
+    def _subtree(self, mpath: str) -> dict[str, str]:
+        """Mapped entries at or under ``mpath``: {local name relative to mpath: source full name}."""
+        out: dict[str, str] = {}
+        for path, names in self.munits.items():
+            if _under(path, mpath):
+                rel = path[len(mpath) + 1:] if mpath else path  # "" for mpath itself
+                for loc, full in names.items():
+                    out[_join(rel, loc)] = full
+        return out
+
     def _resolve(self, d: _Unit, mpath: str, how: str) -> tuple[list[_Step], list[str]] | None:
         """Steps setting every canonical param of ``d`` from mapped unit ``mpath``, or None if impossible."""
-        snames = self.munits.get(mpath)
+        snames = self._subtree(mpath) if d.whole else self.munits.get(mpath)
         if not snames:
             return None
         s_type, s_qual, s_layer, s_path = self._src_unit_of(snames)
@@ -457,9 +496,9 @@ class _Pairer:
         for d in dst.units.values():
             candidates = [(d.path, "name")] + [(p, "hf-names") for p in self._to_src_paths(d.path)]
             for mpath, how in candidates:
-                if mpath not in self.munits:
+                if mpath not in self.munits and not (d.whole and self._subtree(mpath)):
                     continue
-                if how == "name" and any(n in self.changed for n in self.munits[mpath].values()):
+                if how == "name" and any(n in self.changed for n in self.munits.get(mpath, {}).values()):
                     how = "mapping"
                 res = self._resolve(d, mpath, how)
                 if res is None:
