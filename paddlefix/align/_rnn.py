@@ -399,7 +399,10 @@ def _check_rnn_pair(torch_spec: RnnSpec, paddle_spec: RnnSpec) -> None:
 def rnn_to_paddle(
     arrays: Mapping[str, Any], paddle_layer: Any, torch_layer: Any = None
 ) -> dict[str, "np.ndarray"]:
-    """Layer-level conversion torch -> Paddle: returns the Paddle layer's cell names -> arrays.
+    """Layer-level conversion torch -> Paddle: the Paddle layer's local names -> arrays.
+
+    Every Paddle parameter is given under its cell name (``0.cell_fw.weight_ih``) and, where the
+    layer has one, its flat alias (``weight_ih_l0``), both naming the same tensor.
 
     ``arrays`` are the torch layer's parameters by local name (``weight_ih_l0``, ...). Without
     ``torch_layer`` (a bare state dict) the torch layout is taken from the Paddle layer, with
@@ -411,7 +414,20 @@ def rnn_to_paddle(
         _check_rnn_pair(torch_spec, paddle_spec)
     else:
         torch_spec = paddle_spec._replace(bias=any(n.startswith("bias_") for n in arrays))
-    return rnn_arrays_to_paddle(arrays, torch_spec)
+    out = rnn_arrays_to_paddle(arrays, torch_spec)
+    # The same tensors under the layer's flat alias names, found by identity (not by name:
+    # with proj_size Paddle's flat names point at other tensors than their names say).
+    by_id = {
+        id(getattr(cell, local)): f"{path}.{local}"
+        for path, cell in _paddle_cells(paddle_layer)
+        for local in ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_ho")
+        if getattr(cell, local, None) is not None
+    }
+    for flat, param in paddle_layer.named_parameters(include_sublayers=False):
+        cell_name = by_id.get(id(param))
+        if cell_name is not None and cell_name in out:
+            out[flat] = out[cell_name]
+    return out
 
 
 def rnn_to_torch(
