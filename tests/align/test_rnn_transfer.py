@@ -175,3 +175,114 @@ def test_report_says_how() -> None:
     for name in ("q_proj.weight", "k_proj.bias", "v_proj.weight", "out_proj.weight"):
         src, _, how = by_dst[f"attn.{name}"][:3]
         assert "attn.in_proj_weight" in src and "split" in how and "transpose" in how, (name, src, how)
+
+
+def test_from_paddle_state_dict_and_torch_checkpoint(tmp_path) -> None:
+    """Bare Paddle state dicts hold both the cell names and the flat aliases: both are used."""
+    paddle.seed(5)
+    p_rnn = paddle.nn.GRU(EMB, HID, num_layers=2, direction="bidirect")
+    torch.manual_seed(5)
+    t_rnn = torch.nn.GRU(EMB, HID, num_layers=2, bidirectional=True, batch_first=True)
+    state = p_rnn.state_dict()
+    assert "weight_ih_l0" in state and "0.cell_fw.weight_ih" in state
+    report = align.transfer(state, t_rnn)
+    assert report.ok and not report.unused and not report.missing, str(report)
+    x = np.random.default_rng(5).standard_normal((B, T, EMB)).astype("float32")
+    t_out, t_h = t_rnn(torch.from_numpy(x))
+    p_out, p_h = p_rnn(paddle.to_tensor(x))
+    assert np.abs(t_out.detach().numpy() - p_out.numpy()).max() <= TOL
+    assert np.abs(t_h.detach().numpy() - p_h.numpy()).max() <= TOL
+
+    p_model = _paddle_model(PaddleLSTMClassifier, 5)
+
+    path = tmp_path / "lstm.pt"
+    torch.save(_torch_model(TorchLSTMClassifier, 6).state_dict(), path)
+    report = align.transfer(str(path), p_model)
+    assert report.ok and not report.unused, str(report)
+    assert _outputs(_torch_model(TorchLSTMClassifier, 6), p_model) <= TOL
+
+
+def test_refusal_leaves_destination_unchanged() -> None:
+    class TorchKV(TorchAttention):
+        def __init__(self) -> None:
+            super().__init__()
+            self.attn = torch.nn.MultiheadAttention(HID, 2, batch_first=True, add_bias_kv=True)
+
+    p_model = _paddle_model(PaddleAttention, 7)
+    before = {k: v.numpy().copy() for k, v in p_model.state_dict().items()}
+    with pytest.raises(align.TransferError, match="add_bias_kv=True has no equivalent in paddle.nn.MultiHeadAttention"):
+        align.transfer(_torch_model(TorchKV, 7), p_model)
+    after = p_model.state_dict()
+    assert all(np.array_equal(before[k], after[k].numpy()) for k in before)
+
+
+class TorchProjLSTM(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = torch.nn.Embedding(VOCAB, EMB)
+        self.rnn = torch.nn.LSTM(EMB, HID, num_layers=2, bidirectional=True, batch_first=True, proj_size=4)
+        self.head = torch.nn.Linear(8, CLASSES)
+
+    def forward(self, ids):
+        out, _ = self.rnn(self.embed(ids))
+        return self.head(out[:, -1])
+
+
+def _paddle_proj_lstm():
+    class PaddleProjLSTM(paddle.nn.Layer):
+        def __init__(self) -> None:
+            super().__init__()
+            self.embed = paddle.nn.Embedding(VOCAB, EMB)
+            self.rnn = paddle.nn.LSTM(EMB, HID, num_layers=2, direction="bidirect", proj_size=4)
+            self.head = paddle.nn.Linear(8, CLASSES)
+
+        def forward(self, ids):
+            out, _ = self.rnn(self.embed(ids))
+            return self.head(out[:, -1])
+
+    return PaddleProjLSTM
+
+
+@pytest.mark.skipif(
+    "proj_size" not in __import__("inspect").signature(paddle.nn.LSTM.__init__).parameters,
+    reason="this Paddle's LSTM has no proj_size",
+)
+def test_lstm_projection_both_directions() -> None:
+    """Paddle's flat names are wrong here (weight_ih_l0_reverse is 0.cell_fw.weight_ho): by identity."""
+    p_cls = _paddle_proj_lstm()
+    t_model, p_model = _torch_model(TorchProjLSTM, 8), _paddle_model(p_cls, 8)
+    report = align.transfer(t_model, p_model)
+    assert report.ok and not report.unused and not report.missing, str(report)
+    assert _outputs(t_model, p_model) <= TOL
+    t_back = _torch_model(TorchProjLSTM, 9)
+    align.transfer(p_model, t_back)
+    assert all(np.array_equal(a, b) for a, b in zip(_torch_state(t_model).values(), _torch_state(t_back).values()))
+
+
+COMPAT_MHA = getattr(getattr(getattr(paddle, "compat", None), "nn", None), "MultiheadAttention", None)
+
+
+@pytest.mark.skipif(COMPAT_MHA is None, reason="this Paddle has no paddle.compat.nn.MultiheadAttention")
+def test_compat_attention_with_bias_kv() -> None:
+    class TorchKV(TorchAttention):
+        def __init__(self) -> None:
+            super().__init__()
+            self.attn = torch.nn.MultiheadAttention(HID, 2, batch_first=True, add_bias_kv=True)
+
+    class PaddleKV(PaddleAttention):
+        def __init__(self) -> None:
+            super().__init__()
+            self.attn = COMPAT_MHA(HID, 2, batch_first=True, add_bias_kv=True)
+
+        def forward(self, ids):
+            x = self.embed(ids)
+            return self.head(self.attn(x, x, x)[0])
+
+    t_model, p_model = _torch_model(TorchKV, 10), _paddle_model(PaddleKV, 10)
+    report = align.transfer(t_model, p_model)
+    assert report.ok and not report.unused and not report.missing, str(report)
+    assert _outputs(t_model, p_model) <= TOL
+    t_back = _torch_model(TorchKV, 11)
+    align.transfer(p_model, t_back)
+    original, back = _torch_state(t_model), _torch_state(t_back)
+    assert all(np.array_equal(original[k], back[k]) for k in original)
