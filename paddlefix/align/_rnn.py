@@ -904,9 +904,11 @@ def _build_rules() -> tuple:
     proj = ConfigRule("proj_size", _field(torch_rnn_spec, "proj_size"), _field(paddle_rnn_spec, "proj_size"))
     act = ConfigRule("nonlinearity", _activation(torch_rnn_spec), _activation(paddle_rnn_spec))
 
+    # Qualified type names: a user's own ``class RNN(nn.Module)`` or ``class LSTM(nn.Layer)`` model
+    # must not be taken for the framework's layer (these rules convert whole subtrees).
     def rnn_rule(name: str, torch_type: str, paddle_type: str, config: tuple) -> Any:
         return LayerRule(
-            name, (torch_type,), (paddle_type,), config=config,
+            name, (f"torch.nn.modules.rnn.{torch_type}",), (f"paddle.nn.layer.rnn.{paddle_type}",), config=config,
             to_paddle=_rnn_rule_to_paddle, to_torch=_rnn_rule_to_torch, name_pairs=_rnn_rule_pairs,
         )
 
@@ -916,7 +918,7 @@ def _build_rules() -> tuple:
         rnn_rule("simple-rnn", "RNN", "SimpleRNN", rnn_config(act)),
         LayerRule(
             "multihead-attention-compat",
-            ("MultiheadAttention",),
+            ("torch.nn.modules.activation.MultiheadAttention",),
             ("paddle.compat.nn.transformer.MultiheadAttention", "paddle.compat.nn.MultiheadAttention"),
             config=mha_config(compat_mha_spec),
             to_paddle=_compat_rule_to_paddle,
@@ -925,8 +927,8 @@ def _build_rules() -> tuple:
         ),
         LayerRule(
             "multihead-attention",
-            ("MultiheadAttention",),
-            ("MultiHeadAttention",),
+            ("torch.nn.modules.activation.MultiheadAttention",),
+            ("paddle.nn.layer.transformer.MultiHeadAttention",),
             config=mha_config(paddle_mha_spec),
             to_paddle=_mha_rule_to_paddle,
             to_torch=_mha_rule_to_torch,

@@ -423,14 +423,27 @@ def _config_diffs(rule, t_layer, p_layer) -> list[str]:
 def test_rules_table_entries() -> None:
     from paddlefix.align import rules
 
-    find = rules.find_rule
-    assert find("LSTM", "LSTM").name == "lstm" and find("GRU", "GRU").name == "gru"
-    assert find("RNN", "SimpleRNN").name == "simple-rnn"
-    assert find("MultiheadAttention", "MultiHeadAttention").name == "multihead-attention"
-    assert find(None, "SimpleRNN").name == "simple-rnn"  # a bare torch state dict
+    def find(t_cls, p_cls):
+        q = lambda c: None if c is None else f"{c.__module__}.{c.__qualname__}"  # noqa: E731
+        return rules.find_rule(
+            t_cls and t_cls.__name__, p_cls and p_cls.__name__, torch_qualified=q(t_cls), paddle_qualified=q(p_cls)
+        )
+
+    assert find(torch.nn.LSTM, paddle.nn.LSTM).name == "lstm" and find(torch.nn.GRU, paddle.nn.GRU).name == "gru"
+    assert find(torch.nn.RNN, paddle.nn.SimpleRNN).name == "simple-rnn"
+    assert find(torch.nn.MultiheadAttention, paddle.nn.MultiHeadAttention).name == "multihead-attention"
+    assert find(None, paddle.nn.SimpleRNN).name == "simple-rnn"  # a bare torch state dict
+    assert find(torch.nn.LSTM, None).name == "lstm"
     if COMPAT_MHA is not None:
-        qual = f"{COMPAT_MHA.__module__}.{COMPAT_MHA.__qualname__}"
-        assert find("MultiheadAttention", COMPAT_MHA.__name__, paddle_qualified=qual).name == "multihead-attention-compat"
+        assert find(torch.nn.MultiheadAttention, COMPAT_MHA).name == "multihead-attention-compat"
+
+    class RNN(torch.nn.Module):  # a user's model of that name is not torch.nn.RNN
+        pass
+
+    class LSTM(paddle.nn.Layer):
+        pass
+
+    assert find(RNN, paddle.nn.SimpleRNN) is None and find(torch.nn.LSTM, LSTM) is None
 
     torch.manual_seed(0)
     t_layer = _torch_rnn("LSTM", 2, True, True, True)

@@ -286,3 +286,35 @@ def test_compat_attention_with_bias_kv() -> None:
     align.transfer(p_model, t_back)
     original, back = _torch_state(t_model), _torch_state(t_back)
     assert all(np.array_equal(original[k], back[k]) for k in original)
+
+
+def test_user_models_named_like_framework_layers() -> None:
+    """A model class called ``RNN`` / ``LSTM`` is a container, not torch.nn.RNN / paddle.nn.LSTM."""
+
+    class RNN(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.rnn = torch.nn.GRU(EMB, HID, batch_first=True)
+            self.head = torch.nn.Linear(HID, HID)  # square: a missed transpose shows only in outputs
+
+        def forward(self, x):
+            return self.head(self.rnn(x)[0])
+
+    class LSTM(paddle.nn.Layer):
+        def __init__(self) -> None:
+            super().__init__()
+            self.rnn = paddle.nn.GRU(EMB, HID)
+            self.head = paddle.nn.Linear(HID, HID)
+
+        def forward(self, x):
+            return self.head(self.rnn(x)[0])
+
+    t_model, p_model = _torch_model(RNN, 12), _paddle_model(LSTM, 12)
+    for src, dst in ((t_model, p_model), (p_model, _torch_model(RNN, 13))):
+        report = align.transfer(src, dst)
+        assert report.ok and not report.unused, str(report)
+        t_dst = dst if isinstance(dst, torch.nn.Module) else t_model
+        x = np.random.default_rng(1).standard_normal((B, T, EMB)).astype("float32")
+        with torch.no_grad():
+            t_out = t_dst(torch.from_numpy(x)).numpy()
+        assert np.abs(t_out - p_model(paddle.to_tensor(x)).numpy()).max() <= TOL
