@@ -238,6 +238,8 @@ class Pairing:
         missing: destination parameters / buffers nothing sets, with candidates.
         unused: source entries no destination uses (tied aliases of used ones excluded).
         tied: (alias, canonical) names on the destination that share one tensor.
+        tied_sources: (source entry, source entry used) pairs where a state dict holds a tied
+            tensor twice (equal values, the destination ties them): not listed as unused.
         src / dst: ``"paddle"`` / ``"torch"`` (``src`` may be None for a NumPy state dict of unknown origin).
     """
 
@@ -250,6 +252,7 @@ class Pairing:
         self.unused: list[str] = []
         self.dropped: list[str] = []
         self.tied: list[tuple[str, str]] = []
+        self.tied_sources: list[tuple[str, str]] = []
         self.conflicts: list[str] = []
         self.src: str | None = None
         self.dst: str = ""
@@ -305,6 +308,7 @@ class Pairing:
             "unused": list(self.unused),
             "dropped": list(self.dropped),
             "tied": [list(t) for t in self.tied],
+            "tied_sources": [list(t) for t in self.tied_sources],
             "conflicts": list(self.conflicts),
         }
 
@@ -378,6 +382,7 @@ class _Pairer:
         self.used: set[str] = set()  # source names used
         self.unit_pairs: dict[str, tuple[str, str]] = {}  # dst unit -> (src unit path, how)
         self.reasons: dict[str, tuple[str, tuple[str, ...]]] = {}
+        self.unfit: set[str] = set()  # destination layers found by name whose shapes do not fit
 
     # direction helpers
     def _to_src_paths(self, dst_path: str, params: bool = False) -> list[str]:
@@ -430,6 +435,9 @@ class _Pairer:
             return self._resolve_layer_rule(d, rule, snames, s_layer, s_path, how)
         dst_is_paddle = self.dst.framework == "paddle"
         by_dst = (rule.paddle_to_torch_names() if dst_is_paddle else rule.torch_to_paddle_names()) if rule else {}
+        if rule is not None:
+            dropped = set(rule.drop_paddle if dst_is_paddle else rule.drop_torch)
+            pending = [(loc, full) for loc, full in pending if loc not in dropped]
         for loc, full in pending:
             prule = by_dst.get(loc)
             src_local_names = [prule.torch if dst_is_paddle else prule.paddle] if prule else []
@@ -449,8 +457,6 @@ class _Pairer:
                 )
                 continue
             steps.append(_Step(d.path, s_path, (full,), (sname,), rule, prule, t_how, how))
-        if problems:
-            return None if not steps else (steps, problems)
         return steps, problems
 
     def _resolve_layer_rule(
@@ -504,10 +510,23 @@ class _Pairer:
                 if res is None:
                     continue
                 steps, problems = res
+                if problems and all(": no " in x and " in source layer " in x for x in problems):
+                    # Some entries absent from the source layer: copy what is there, name the rest.
+                    for x in problems:
+                        self.reasons[x.split(":", 1)[0]] = (x.split(": ", 1)[1], ())
+                    if steps:
+                        self._accept(d, mpath, steps, how)
+                    break
                 if problems:
-                    for p in problems:
-                        name = p.split(":", 1)[0]
-                        self.reasons[name] = (p.split(": ", 1)[1], ())
+                    # The layer was found by name but its shapes do not fit: nothing of it is copied.
+                    own = {p.split(":", 1)[0]: p.split(": ", 1)[1] for p in problems}
+                    for full in d.params.values():
+                        if full in self.dst.alias or full in self.done:
+                            continue
+                        reason = own.get(full) or "its layer pairs by name but does not fit: " + "; ".join(problems)
+                        self.reasons[full] = (reason, ())
+                    self.unfit.add(d.path)
+                    break
                 self._accept(d, mpath, steps, how)
                 break
         # 3. structure: leaf layers left on both sides, by kind and shapes, when unambiguous
@@ -516,6 +535,8 @@ class _Pairer:
     def _left_dst(self) -> list[_Unit]:
         out = []
         for d in self.dst.units.values():
+            if d.path in self.unfit:
+                continue
             pending = [f for f in d.params.values() if f not in self.dst.alias]
             if pending and not any(f in self.done for f in pending):
                 out.append(d)
@@ -587,6 +608,42 @@ class _Pairer:
         return out
 
 
+def _to_numpy(t: Any) -> Any:
+    import numpy as np
+
+    return adapter_for(t).to_numpy(t) if framework_of(t) is not None else np.asarray(t)
+
+
+def _tied_duplicate(p: _Pairer, name: str, out: Pairing) -> bool:
+    """True if a source entry names a tied alias on the destination and equals what set the canonical.
+
+    A bare state dict loses tying: its ``cls.predictions.decoder.weight`` is a second copy of the
+    word embeddings. Such a copy is recorded in ``out.tied_sources`` instead of ``unused``.
+    """
+    m = p.mapped.get(name)
+    if m is None:
+        return False
+    path, _, local = m.rpartition(".")
+    if p.same_framework:
+        paths = [path]
+    elif p.dst.framework == "paddle":
+        paths = [path] + [x for x, _ in hf_to_paddle_paths(path, p.name_rules)]
+    else:
+        paths = [path] + [x for x, _ in paddle_to_hf_paths(path, p.name_rules)]
+    for dp in paths:
+        d_name = _join(dp, local)
+        canon = p.dst.alias.get(d_name)
+        if canon is None:
+            continue
+        for st in p.steps:
+            if canon in st.dst_names and len(st.src_names) == 1:
+                a, b = _to_numpy(p.src.tensors[name]), _to_numpy(p.src.tensors[st.src_names[0]])
+                if a.shape == b.shape and a.dtype == b.dtype and bool((a == b).all()):
+                    out.tied_sources.append((name, st.src_names[0]))
+                    return True
+    return False
+
+
 def _candidates(src: _Side, unused: list[str], name: str, shape: tuple[int, ...]) -> tuple[str, ...]:
     fit = [n for n in unused if src.shape(n) in (shape, tuple(reversed(shape)))]
     fit.sort(key=lambda n: -difflib.SequenceMatcher(None, n, name).ratio())
@@ -631,6 +688,7 @@ def _build(src: _Side, dst: _Side, mapping: MappingArg) -> Pairing:
                 if n in src.tensors:
                     src_drop.add(n)
     out.unused = [n for n in out.unused if n not in src_drop]
+    out.unused = [n for n in out.unused if not _tied_duplicate(p, n, out)]
     for full in dst.tensors:
         if full in dst.alias:
             out.tied.append((full, dst.alias[full]))

@@ -149,7 +149,7 @@ _BASE_RULES: tuple[LayerRule, ...] = (
     LayerRule(
         "linear-torch-layout",
         ("Linear", "NonDynamicallyQuantizableLinear"),
-        ("paddle.compat.nn.Linear", "paddlenlp.transformers.bert.modeling.TransposedLinear", "TransposedLinear"),
+        ("paddle.compat.nn.Linear", ".TransposedLinear"),
         _WB,
     ),
     LayerRule(
