@@ -91,8 +91,10 @@ class _Unit:
     params: dict[str, str]
     """local name -> full name."""
     whole: bool = False
-    """Converted as one by a layer-level rule: ``params`` holds its sublayers' entries too
-    (local names relative to this layer, ``0.cell_fw.weight_ih``, ``out_proj.weight``)."""
+    """A layer a layer-level rule can convert as one (an RNN, multi-head attention): ``params``
+    holds its sublayers' entries too, local names relative to it (``0.cell_fw.weight_ih``,
+    ``out_proj.weight``). Its sublayers keep their own units: when the other side is not the
+    rule's counterpart (paddlenlp's BERT attention vs Hugging Face's), they pair one by one."""
 
 
 @dataclass
@@ -158,7 +160,7 @@ def _side_from_model(model: Any) -> _Side:
         if whole is not None:
             for full in locals_.values():
                 whole.params[full[len(whole.path) + 1:] if whole.path else full] = full
-        elif locals_:
+        if locals_ and (whole is None or path != whole.path):
             units[path] = _Unit(path, layer, ad.type_name(layer), ad.qualified_type(layer), locals_)
     for path in [u.path for u in units.values() if u.whole and not u.params]:
         del units[path]
@@ -409,6 +411,26 @@ class _Pairer:
             return None, None, None, path
         return u.type, u.qualified, u.layer, path
 
+    def _whole_fits(self, d: _Unit, rule: Any, snames: dict[str, str], s_layer: Any, n_pending: int) -> bool:
+        """A whole-layer unit pairs as one only with its rule's counterpart: a source layer of that
+        type, or (bare state dict) entries carrying every source name the rule reads."""
+        if rule is None or (rule.to_paddle is None and rule.to_torch is None):
+            return False
+        if n_pending != sum(1 for f in d.params.values() if f not in self.dst.alias):
+            return False  # partly set already (parameter-level name rules)
+        if self.src.model is not None:
+            return s_layer is not None
+        if rule.name_pairs is None:
+            return True
+        dst_is_paddle = self.dst.framework == "paddle"
+        try:
+            triples = rule.name_pairs(None, d.layer) if dst_is_paddle else rule.name_pairs(d.layer, None)
+        except Exception:  # the rule cannot describe this layer: let its sublayers pair
+            return False
+        wanted = {t if dst_is_paddle else p for p, t, _ in triples}
+        wanted.discard(None)
+        return wanted <= set(snames)
+
     def _subtree(self, mpath: str) -> dict[str, str]:
         """Mapped entries at or under ``mpath``: {local name relative to mpath: source full name}."""
         out: dict[str, str] = {}
@@ -429,6 +451,8 @@ class _Pairer:
         pending = [(loc, full) for loc, full in d.params.items() if full not in self.dst.alias and full not in self.done]
         if not pending:
             return None
+        if d.whole and not self.same_framework and not self._whole_fits(d, rule, snames, s_layer, len(pending)):
+            return None  # its sublayers pair one by one
         steps: list[_Step] = []
         problems: list[str] = []
         if rule is not None and rule.to_paddle is not None:
@@ -750,8 +774,16 @@ def _pairs_and_params(out: Pairing, p: _Pairer, src: _Side, dst: _Side) -> None:
                 out.params.append(ParamPair(*((dn, sn) if dst_is_paddle else (sn, dn)), st.how, k))
     paired_p = set(pairs)
     paired_t = {x.torch_path for x in pairs.values()}
-    out.unpaired_paddle = [u for u in paddle_side.units if u not in paired_p and _has_canon(paddle_side, u)]
-    out.unpaired_torch = [u for u in torch_side.units if u not in paired_t and _has_canon(torch_side, u)]
+    settled = p.done if dst_is_paddle else p.used  # names set / used through another unit (whole layers)
+    t_settled = p.used if dst_is_paddle else p.done
+
+    def covered(side: _Side, u: str, names: set[str]) -> bool:
+        return all(f in names or f in side.alias for f in side.units[u].params.values())
+
+    out.unpaired_paddle = [u for u in paddle_side.units if u not in paired_p and _has_canon(paddle_side, u)
+                           and not covered(paddle_side, u, settled)]
+    out.unpaired_torch = [u for u in torch_side.units if u not in paired_t and _has_canon(torch_side, u)
+                          and not covered(torch_side, u, t_settled)]
 
 
 def _has_canon(side: _Side, path: str) -> bool:

@@ -318,3 +318,30 @@ def test_user_models_named_like_framework_layers() -> None:
         with torch.no_grad():
             t_out = t_dst(torch.from_numpy(x)).numpy()
         assert np.abs(t_out - p_model(paddle.to_tensor(x)).numpy()).max() <= TOL
+
+
+def test_attention_built_from_linears_pairs_layer_by_layer() -> None:
+    """paddle.nn.MultiHeadAttention against a torch attention made of four Linear layers (as
+    paddlenlp's BERT against Hugging Face's): no attention rule, its projections pair one by one."""
+
+    class TorchLinears(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.q_proj, self.k_proj, self.v_proj, self.out_proj = (torch.nn.Linear(HID, HID) for _ in range(4))
+
+    class TorchModel(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.attn = TorchLinears()
+
+    class PaddleModel(paddle.nn.Layer):
+        def __init__(self) -> None:
+            super().__init__()
+            self.attn = paddle.nn.MultiHeadAttention(HID, 2)
+
+    t_model, p_model = _torch_model(TorchModel, 14), _paddle_model(PaddleModel, 14)
+    report = align.transfer(t_model, p_model)
+    assert report.ok and not report.unused, str(report)
+    assert {c[2] for c in report.copied} == {"transpose", "copy"}
+    assert np.array_equal(p_model.attn.k_proj.weight.numpy(), t_model.attn.k_proj.weight.detach().numpy().T)
+    assert not align.pair(p_model, t_model).unpaired_paddle
