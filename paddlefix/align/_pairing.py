@@ -80,6 +80,8 @@ class _Step(NamedTuple):
     param_rule: Any  # ParamRule | None
     how: str
     pair_how: str
+    names: tuple[tuple[str, str, str], ...] = ()
+    """Layer-level rules: (destination name, source name(s) joined by "+", how) per destination."""
 
 
 @dataclass
@@ -497,7 +499,32 @@ class _Pairer:
             t_how = hows[0] if len(hows) == 1 else "+".join(hows)
         else:
             t_how = rule.name
-        return [_Step(d.path, s_path, dst_names, src_names, rule, None, t_how, how)], []
+        return [_Step(d.path, s_path, dst_names, src_names, rule, None, t_how, how,
+                      self._per_name(d, triples or [], snames, dst_names))], []
+
+    def _per_name(
+        self, d: _Unit, triples: list, snames: dict[str, str], dst_names: tuple[str, ...]
+    ) -> tuple[tuple[str, str, str], ...]:
+        """Which source entries feed each destination entry, from the rule's ``name_pairs``."""
+        dst_is_paddle = self.dst.framework == "paddle"
+        feeds: dict[str, tuple[list[str], str]] = {}
+        for p_local, t_local, t_how in triples:
+            d_local, s_local = (p_local, t_local) if dst_is_paddle else (t_local, p_local)
+            if d_local is None:
+                continue
+            full = self.dst.canonical(_join(d.path, d_local))
+            src = snames.get(s_local) if s_local is not None else None
+            if not dst_is_paddle:
+                t_how = t_how.replace("split", "join")
+            entry = feeds.setdefault(full, ([], t_how))
+            if src is not None and src not in entry[0]:
+                entry[0].append(src)
+        out = []
+        for full in dst_names:
+            if full in feeds:
+                srcs, t_how = feeds[full]
+                out.append((full, "+".join(srcs) if srcs else "-", t_how))
+        return tuple(out) if len(out) == len(dst_names) else ()
 
     def _accept(self, d: _Unit, mpath: str, steps: list[_Step], how: str) -> None:
         for st in steps:
@@ -765,7 +792,10 @@ def _pairs_and_params(out: Pairing, p: _Pairer, src: _Side, dst: _Side) -> None:
     for st in p.steps:
         pp = st.dst_unit if dst_is_paddle else st.src_unit
         k = index.get(pp, -1)
-        if len(st.dst_names) == 1 and len(st.src_names) == 1:
+        if st.names:
+            for dn, sn, t_how in st.names:
+                out.params.append(ParamPair(*((dn, sn) if dst_is_paddle else (sn, dn)), t_how, k))
+        elif len(st.dst_names) == 1 and len(st.src_names) == 1:
             dn, sn = st.dst_names[0], st.src_names[0]
             out.params.append(ParamPair(*((dn, sn) if dst_is_paddle else (sn, dn)), st.how, k))
         else:

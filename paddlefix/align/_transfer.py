@@ -189,10 +189,12 @@ def transfer(src: Any, dst: Any, *, mapping: MappingArg = None, strict: bool = T
     for i, st in enumerate(pairing._steps):
         if i in converted:
             out = converted.pop(i)
+            per_name = {n[0]: n for n in st.names}  # which source entries feed each destination
             for full in st.dst_names:
                 if full in bad:
                     continue
-                copied.append(_assign(dst_ad, dst_side.tensors[full], out[_local(full, st.dst_unit)], "+".join(st.src_names), full, st.how))
+                _, sname, how = per_name.get(full, (full, "+".join(st.src_names), st.how))
+                copied.append(_assign(dst_ad, dst_side.tensors[full], out[_local(full, st.dst_unit)], sname, full, how))
             continue
         sname, full = st.src_names[0], st.dst_names[0]
         if full in bad:

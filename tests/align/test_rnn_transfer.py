@@ -172,9 +172,22 @@ def test_report_says_how() -> None:
     t_model, p_model = _torch_model(TorchAttention, 4), _paddle_model(PaddleAttention, 4)
     report = align.transfer(t_model, p_model)
     by_dst = {c[1]: c for c in report.copied}
-    for name in ("q_proj.weight", "k_proj.bias", "v_proj.weight", "out_proj.weight"):
-        src, _, how = by_dst[f"attn.{name}"][:3]
-        assert "attn.in_proj_weight" in src and "split" in how and "transpose" in how, (name, src, how)
+    expected = {
+        "q_proj.weight": ("attn.in_proj_weight", "split+transpose"),
+        "k_proj.bias": ("attn.in_proj_bias", "split"),
+        "v_proj.weight": ("attn.in_proj_weight", "split+transpose"),
+        "out_proj.weight": ("attn.out_proj.weight", "transpose"),
+    }
+    for name, (src, how) in expected.items():
+        assert by_dst[f"attn.{name}"][0] == src and by_dst[f"attn.{name}"][2] == how, by_dst[f"attn.{name}"]
+    back = align.transfer(p_model, _torch_model(TorchAttention, 5))
+    by_dst = {c[1]: c for c in back.copied}
+    assert by_dst["attn.in_proj_weight"][0] == "attn.q_proj.weight+attn.k_proj.weight+attn.v_proj.weight"
+    assert by_dst["attn.in_proj_weight"][2] == "join+transpose"
+    pairing = align.pair(p_model, t_model)  # named entries, not the whole layer's list
+    assert ("attn.q_proj.weight+attn.k_proj.weight+attn.v_proj.weight", "attn.in_proj_weight", "join+transpose") in {
+        (x.paddle_name, x.torch_name, x.how) for x in pairing.params
+    }
 
 
 def test_from_paddle_state_dict_and_torch_checkpoint(tmp_path) -> None:
