@@ -80,8 +80,6 @@ class _Step(NamedTuple):
     param_rule: Any  # ParamRule | None
     how: str
     pair_how: str
-    names: tuple[tuple[str, str, str], ...] = ()
-    """Layer-level rules: (destination name, source name(s) joined by "+", how) per destination."""
 
 
 @dataclass
@@ -92,11 +90,6 @@ class _Unit:
     qualified: str | None
     params: dict[str, str]
     """local name -> full name."""
-    whole: bool = False
-    """A layer a layer-level rule can convert as one (an RNN, multi-head attention): ``params``
-    holds its sublayers' entries too, local names relative to it (``0.cell_fw.weight_ih``,
-    ``out_proj.weight``). Its sublayers keep their own units: when the other side is not the
-    rule's counterpart (paddlenlp's BERT attention vs Hugging Face's), they pair one by one."""
 
 
 @dataclass
@@ -121,20 +114,6 @@ def _join(path: str, local: str) -> str:
     return f"{path}.{local}" if path else local
 
 
-def _whole_layer(framework: str, type_name: str, qualified: str) -> bool:
-    """True for a layer type a layer-level rule converts as one, sublayers included (an RNN, MHA)."""
-    for rule in _rules.RULES:
-        if rule.to_paddle is None and rule.to_torch is None:
-            continue
-        if _rules._matches(rule.paddle_types if framework == "paddle" else rule.torch_types, type_name, qualified):
-            return True
-    return False
-
-
-def _under(path: str, top: str) -> bool:
-    return path == top or not top or path.startswith(top + ".")
-
-
 def _side_from_model(model: Any) -> _Side:
     ad = adapter_for(model)
     tensors: dict[str, Any] = {}
@@ -142,13 +121,7 @@ def _side_from_model(model: Any) -> _Side:
     first: dict[int, str] = {}
     units: dict[str, _Unit] = {}
     layers = ad.named_layers(model)
-    whole: _Unit | None = None  # the layer-level-rule layer being walked, if any
     for path, layer in layers:
-        if whole is not None and not _under(path, whole.path):
-            whole = None
-        if whole is None and _whole_layer(ad.framework, ad.type_name(layer), ad.qualified_type(layer)):
-            whole = _Unit(path, layer, ad.type_name(layer), ad.qualified_type(layer), {}, whole=True)
-            units[path] = whole
         locals_: dict[str, str] = {}
         for local, t in ad.own_params(layer) + ad.own_buffers(layer):
             full = _join(path, local)
@@ -159,13 +132,8 @@ def _side_from_model(model: Any) -> _Side:
             else:
                 first[key] = full
             locals_[local] = full
-        if whole is not None:
-            for full in locals_.values():
-                whole.params[full[len(whole.path) + 1:] if whole.path else full] = full
-        if locals_ and (whole is None or path != whole.path):
+        if locals_:
             units[path] = _Unit(path, layer, ad.type_name(layer), ad.qualified_type(layer), locals_)
-    for path in [u.path for u in units.values() if u.whole and not u.params]:
-        del units[path]
     return _Side(ad.framework, model, tensors, alias, units, layers)
 
 
@@ -405,47 +373,16 @@ class _Pairer:
 
     def _src_unit_of(self, src_names: dict[str, str]) -> tuple[str | None, str | None, Any, str]:
         """Type, qualified type, layer and original path of the source layer owning these names."""
-        local, any_name = next(iter(src_names.items()))
-        # the layer the local names are relative to (a whole-layer unit's locals have dots)
-        path = any_name[: -len(local) - 1] if any_name.endswith("." + local) else any_name.rpartition(".")[0]
+        any_name = next(iter(src_names.values()))
+        path = any_name.rpartition(".")[0]
         u = self.src.units.get(path)
         if u is None:
             return None, None, None, path
         return u.type, u.qualified, u.layer, path
 
-    def _whole_fits(self, d: _Unit, rule: Any, snames: dict[str, str], s_layer: Any, n_pending: int) -> bool:
-        """A whole-layer unit pairs as one only with its rule's counterpart: a source layer of that
-        type, or (bare state dict) entries carrying every source name the rule reads."""
-        if rule is None or (rule.to_paddle is None and rule.to_torch is None):
-            return False
-        if n_pending != sum(1 for f in d.params.values() if f not in self.dst.alias):
-            return False  # partly set already (parameter-level name rules)
-        if self.src.model is not None:
-            return s_layer is not None
-        if rule.name_pairs is None:
-            return True
-        dst_is_paddle = self.dst.framework == "paddle"
-        try:
-            triples = rule.name_pairs(None, d.layer) if dst_is_paddle else rule.name_pairs(d.layer, None)
-        except Exception:  # the rule cannot describe this layer: let its sublayers pair
-            return False
-        wanted = {t if dst_is_paddle else p for p, t, _ in triples}
-        wanted.discard(None)
-        return wanted <= set(snames)
-
-    def _subtree(self, mpath: str) -> dict[str, str]:
-        """Mapped entries at or under ``mpath``: {local name relative to mpath: source full name}."""
-        out: dict[str, str] = {}
-        for path, names in self.munits.items():
-            if _under(path, mpath):
-                rel = path[len(mpath) + 1:] if mpath else path  # "" for mpath itself
-                for loc, full in names.items():
-                    out[_join(rel, loc)] = full
-        return out
-
     def _resolve(self, d: _Unit, mpath: str, how: str) -> tuple[list[_Step], list[str]] | None:
         """Steps setting every canonical param of ``d`` from mapped unit ``mpath``, or None if impossible."""
-        snames = self._subtree(mpath) if d.whole else self.munits.get(mpath)
+        snames = self.munits.get(mpath)
         if not snames:
             return None
         s_type, s_qual, s_layer, s_path = self._src_unit_of(snames)
@@ -453,12 +390,10 @@ class _Pairer:
         pending = [(loc, full) for loc, full in d.params.items() if full not in self.dst.alias and full not in self.done]
         if not pending:
             return None
-        if d.whole and not self.same_framework and not self._whole_fits(d, rule, snames, s_layer, len(pending)):
-            return None  # its sublayers pair one by one
         steps: list[_Step] = []
         problems: list[str] = []
-        if rule is not None and rule.to_paddle is not None:
-            return self._resolve_layer_rule(d, rule, snames, s_layer, s_path, how)
+        if rule is not None and (rule.to_paddle is not None or rule.to_torch is not None):
+            return None  # converted as a whole layer (stage 0), or not at all
         dst_is_paddle = self.dst.framework == "paddle"
         by_dst = (rule.paddle_to_torch_names() if dst_is_paddle else rule.torch_to_paddle_names()) if rule else {}
         if rule is not None:
@@ -485,47 +420,6 @@ class _Pairer:
             steps.append(_Step(d.path, s_path, (full,), (sname,), rule, prule, t_how, how))
         return steps, problems
 
-    def _resolve_layer_rule(
-        self, d: _Unit, rule: Any, snames: dict[str, str], s_layer: Any, s_path: str, how: str
-    ) -> tuple[list[_Step], list[str]] | None:
-        dst_is_paddle = self.dst.framework == "paddle"
-        t_layer, p_layer = (s_layer, d.layer) if dst_is_paddle else (d.layer, s_layer)
-        triples = rule.name_pairs(t_layer, p_layer) if rule.name_pairs else None
-        pending = [full for full in d.params.values() if full not in self.dst.alias and full not in self.done]
-        dst_names = tuple(pending)
-        src_names = tuple(snames.values())
-        if triples:
-            hows = sorted({h for _, _, h in triples})
-            t_how = hows[0] if len(hows) == 1 else "+".join(hows)
-        else:
-            t_how = rule.name
-        return [_Step(d.path, s_path, dst_names, src_names, rule, None, t_how, how,
-                      self._per_name(d, triples or [], snames, dst_names))], []
-
-    def _per_name(
-        self, d: _Unit, triples: list, snames: dict[str, str], dst_names: tuple[str, ...]
-    ) -> tuple[tuple[str, str, str], ...]:
-        """Which source entries feed each destination entry, from the rule's ``name_pairs``."""
-        dst_is_paddle = self.dst.framework == "paddle"
-        feeds: dict[str, tuple[list[str], str]] = {}
-        for p_local, t_local, t_how in triples:
-            d_local, s_local = (p_local, t_local) if dst_is_paddle else (t_local, p_local)
-            if d_local is None:
-                continue
-            full = self.dst.canonical(_join(d.path, d_local))
-            src = snames.get(s_local) if s_local is not None else None
-            if not dst_is_paddle:
-                t_how = t_how.replace("split", "join")
-            entry = feeds.setdefault(full, ([], t_how))
-            if src is not None and src not in entry[0]:
-                entry[0].append(src)
-        out = []
-        for full in dst_names:
-            if full in feeds:
-                srcs, t_how = feeds[full]
-                out.append((full, "+".join(srcs) if srcs else "-", t_how))
-        return tuple(out) if len(out) == len(dst_names) else ()
-
     def _accept(self, d: _Unit, mpath: str, steps: list[_Step], how: str) -> None:
         for st in steps:
             self.steps.append(st)
@@ -534,8 +428,75 @@ class _Pairer:
         src_path = steps[0].src_unit if steps else mpath
         self.unit_pairs[d.path] = (src_path, how)
 
+    def _layer_rules(self) -> None:
+        """Layers converted as a whole (packed attention projections, recurrent weights).
+
+        A rule with a layer-level converter matches a destination layer (leaf or container); its
+        converter receives every canonical source entry under the paired source layer (names
+        relative to it) and returns every canonical destination entry under the destination layer.
+        """
+        if self.same_framework:
+            return
+        layered = [r for r in _rules.RULES if r.to_paddle is not None or r.to_torch is not None]
+        if not layered:
+            return
+        dst = self.dst
+        d_layers = dst.layers or [(u.path, u.layer) for u in dst.units.values()]
+        ad = adapter_for(dst.model) if dst.model is not None else None
+        for path, layer in d_layers:
+            if ad is None:
+                break
+            d_type, d_qual = ad.type_name(layer), ad.qualified_type(layer)
+            if not any(_rules._match_side(r.paddle_types if dst.framework == "paddle" else r.torch_types, d_type, d_qual) > 0
+                       for r in layered):
+                continue
+            prefix = path + "." if path else ""
+            d_names = tuple(
+                n for n in dst.tensors if (n.startswith(prefix) or not path) and n not in dst.alias and n not in self.done
+            )
+            if not d_names:
+                continue
+            for mpath, how in [(path, "name")] + [(x, "hf-names") for x in self._to_src_paths(path)]:
+                mprefix = mpath + "." if mpath else ""
+                s_names = {m: n for m, n in self.by_mapped.items()
+                           if (m.startswith(mprefix) or not mpath) and self.src.canonical(n) == n and n not in self.used}
+                if not s_names:
+                    continue
+                orig = self._orig_layer_path(mpath, s_names)
+                s_unit_layer = dict(self.src.layers).get(orig) if self.src.layers else None
+                s_type = type(s_unit_layer).__name__ if s_unit_layer is not None else None
+                s_qual = adapter_for(s_unit_layer).qualified_type(s_unit_layer) if s_unit_layer is not None else None
+                if self.dst.framework == "paddle":
+                    rule = _rules.find_rule(s_type, d_type, torch_qualified=s_qual, paddle_qualified=d_qual)
+                else:
+                    rule = _rules.find_rule(d_type, s_type, torch_qualified=d_qual, paddle_qualified=s_qual)
+                if rule is None or (rule.to_paddle is None and rule.to_torch is None):
+                    continue
+                if how == "name" and any(n in self.changed for n in s_names.values()):
+                    how = "mapping"
+                st = _Step(path, orig, d_names, tuple(s_names.values()), rule, None, _layer_how(rule, s_unit_layer, layer, self.dst.framework), how)
+                self.steps.append(st)
+                self.done.update(d_names)
+                self.used.update(st.src_names)
+                self.unit_pairs[path] = (orig, how)
+                break
+
+    def _orig_layer_path(self, mpath: str, s_names: dict[str, str]) -> str:
+        """The source layer path behind a mapped path (the longest common prefix of its entries)."""
+        if not self.changed:
+            return mpath
+        parts = [n.split(".")[:-1] for n in s_names.values()]
+        common: list[str] = []
+        for seg in zip(*parts):
+            if len(set(seg)) != 1:
+                break
+            common.append(seg[0])
+        return ".".join(common)
+
     def run(self) -> None:
         dst, src = self.dst, self.src
+        # 0. layers converted as a whole
+        self._layer_rules()
         # 1. parameter-level name rules (local names that differ between HF and paddlenlp)
         for d in dst.units.values():
             for loc, full in d.params.items():
@@ -553,9 +514,9 @@ class _Pairer:
         for d in dst.units.values():
             candidates = [(d.path, "name")] + [(p, "hf-names") for p in self._to_src_paths(d.path)]
             for mpath, how in candidates:
-                if mpath not in self.munits and not (d.whole and self._subtree(mpath)):
+                if mpath not in self.munits:
                     continue
-                if how == "name" and any(n in self.changed for n in self.munits.get(mpath, {}).values()):
+                if how == "name" and any(n in self.changed for n in self.munits[mpath].values()):
                     how = "mapping"
                 res = self._resolve(d, mpath, how)
                 if res is None:
@@ -657,6 +618,17 @@ class _Pairer:
             names = self.munits[m]
             out.append(next(iter(names.values())).rpartition(".")[0])
         return out
+
+
+def _layer_how(rule: Any, src_layer: Any, dst_layer: Any, dst_framework: str | None) -> str:
+    if rule.name_pairs is None:
+        return rule.name
+    t_layer, p_layer = (src_layer, dst_layer) if dst_framework == "paddle" else (dst_layer, src_layer)
+    try:
+        hows = sorted({h for _, _, h in rule.name_pairs(t_layer, p_layer)})
+    except Exception:  # a report detail only
+        return rule.name
+    return "+".join(hows) if hows else rule.name
 
 
 def _to_numpy(t: Any) -> Any:
@@ -792,32 +764,41 @@ def _pairs_and_params(out: Pairing, p: _Pairer, src: _Side, dst: _Side) -> None:
     for st in p.steps:
         pp = st.dst_unit if dst_is_paddle else st.src_unit
         k = index.get(pp, -1)
-        if st.names:
-            for dn, sn, t_how in st.names:
-                out.params.append(ParamPair(*((dn, sn) if dst_is_paddle else (sn, dn)), t_how, k))
-        elif len(st.dst_names) == 1 and len(st.src_names) == 1:
+        if len(st.dst_names) == 1 and len(st.src_names) == 1:
             dn, sn = st.dst_names[0], st.src_names[0]
             out.params.append(ParamPair(*((dn, sn) if dst_is_paddle else (sn, dn)), st.how, k))
         else:
+            triples = _name_triples(st, paddle_side, torch_side, dst_is_paddle)
+            if triples:
+                for pn, tn, how in triples:
+                    out.params.append(ParamPair(pn, tn, how, k))
+                continue
             for dn in st.dst_names:
                 sn = "+".join(st.src_names)
                 out.params.append(ParamPair(*((dn, sn) if dst_is_paddle else (sn, dn)), st.how, k))
     paired_p = set(pairs)
     paired_t = {x.torch_path for x in pairs.values()}
-    settled = p.done if dst_is_paddle else p.used  # names set / used through another unit (whole layers)
-    t_settled = p.used if dst_is_paddle else p.done
-
-    def covered(side: _Side, u: str, names: set[str]) -> bool:
-        return all(f in names or f in side.alias for f in side.units[u].params.values())
-
-    out.unpaired_paddle = [u for u in paddle_side.units if u not in paired_p and _has_canon(paddle_side, u)
-                           and not covered(paddle_side, u, settled)]
-    out.unpaired_torch = [u for u in torch_side.units if u not in paired_t and _has_canon(torch_side, u)
-                          and not covered(torch_side, u, t_settled)]
+    covered = p.done | p.used
+    out.unpaired_paddle = [u for u in paddle_side.units if u not in paired_p and _has_canon(paddle_side, u, covered)]
+    out.unpaired_torch = [u for u in torch_side.units if u not in paired_t and _has_canon(torch_side, u, covered)]
 
 
-def _has_canon(side: _Side, path: str) -> bool:
-    return any(f not in side.alias for f in side.units[path].params.values())
+def _name_triples(st: _Step, paddle_side: _Side, torch_side: _Side, dst_is_paddle: bool) -> list[tuple[str, str, str]]:
+    """Full-name (paddle, torch, how) triples of a whole-layer step, from its rule's ``name_pairs``."""
+    if st.rule is None or st.rule.name_pairs is None:
+        return []
+    p_path, t_path = (st.dst_unit, st.src_unit) if dst_is_paddle else (st.src_unit, st.dst_unit)
+    p_layer = dict(paddle_side.layers).get(p_path) if paddle_side.layers else None
+    t_layer = dict(torch_side.layers).get(t_path) if torch_side.layers else None
+    try:
+        triples = st.rule.name_pairs(t_layer, p_layer)
+    except Exception:  # a report detail only: fall back to the joined names
+        return []
+    return [(_join(p_path, pl), _join(t_path, tl), how) for pl, tl, how in triples]
+
+
+def _has_canon(side: _Side, path: str, covered: set[str]) -> bool:
+    return any(f not in side.alias and f not in covered for f in side.units[path].params.values())
 
 
 def _containers(pairs: dict[str, Pair], p: _Pairer, paddle_side: _Side, torch_side: _Side, dst_is_paddle: bool) -> None:

@@ -189,12 +189,10 @@ def transfer(src: Any, dst: Any, *, mapping: MappingArg = None, strict: bool = T
     for i, st in enumerate(pairing._steps):
         if i in converted:
             out = converted.pop(i)
-            per_name = {n[0]: n for n in st.names}  # which source entries feed each destination
             for full in st.dst_names:
                 if full in bad:
                     continue
-                _, sname, how = per_name.get(full, (full, "+".join(st.src_names), st.how))
-                copied.append(_assign(dst_ad, dst_side.tensors[full], out[_local(full, st.dst_unit)], sname, full, how))
+                copied.append(_assign(dst_ad, dst_side.tensors[full], out[_local(full, st.dst_unit)], "+".join(st.src_names), full, st.how))
             continue
         sname, full = st.src_names[0], st.dst_names[0]
         if full in bad:
@@ -234,7 +232,8 @@ def _convert_layer(pairing: Pairing, st: Any) -> dict[str, Any]:
     arrays = {_local(n, st.src_unit): _as_numpy(src_side.tensors[n]) for n in st.src_names}
     s_unit = src_side.units.get(st.src_unit)
     s_layer = s_unit.layer if s_unit is not None else None
-    d_layer = dst_side.units[st.dst_unit].layer
+    d_layer = dict(dst_side.layers).get(st.dst_unit)
+    s_layer = dict(src_side.layers).get(st.src_unit, s_layer) if src_side.layers else s_layer
     if pairing.dst == "paddle":
         if st.rule.to_paddle is None:
             raise TransferError(f"rule {st.rule.name!r} cannot convert torch -> paddle")

@@ -511,3 +511,79 @@ def test_env_does_not_leak_threads_or_files(tmp_path: pathlib.Path) -> None:
     torch.save(t.state_dict(), tmp_path / "w.bin")
     align.transfer(tmp_path / "w.bin", paddle.nn.Linear(3, 3))
     assert sorted(os.listdir(tmp_path)) == ["w.bin"]
+
+
+# -- layer-level converters (the mechanism the recurrent / attention rules use) --------------------
+class PackedQKV(torch.nn.Module):
+    def __init__(self, h: int) -> None:
+        super().__init__()
+        self.qkv = torch.nn.Linear(h, 3 * h)
+
+    def forward(self, x):
+        q, k, v = self.qkv(x).chunk(3, dim=-1)
+        return q * k + v
+
+
+class SplitQKV(paddle.nn.Layer):
+    def __init__(self, h: int) -> None:
+        super().__init__()
+        self.q, self.k, self.v = paddle.nn.Linear(h, h), paddle.nn.Linear(h, h), paddle.nn.Linear(h, h)
+
+    def forward(self, x):
+        return self.q(x) * self.k(x) + self.v(x)
+
+
+def _qkv_to_paddle(arrays, torch_layer, paddle_layer):
+    w, b = arrays["qkv.weight"], arrays["qkv.bias"]
+    out = {}
+    for part, wi, bi in zip("qkv", np.split(w, 3, axis=0), np.split(b, 3)):
+        out[f"{part}.weight"], out[f"{part}.bias"] = wi.T, bi
+    return out
+
+
+def _qkv_to_torch(arrays, torch_layer, paddle_layer):
+    return {
+        "qkv.weight": np.concatenate([arrays[f"{p}.weight"].T for p in "qkv"], axis=0),
+        "qkv.bias": np.concatenate([arrays[f"{p}.bias"] for p in "qkv"]),
+    }
+
+
+def _qkv_names(torch_layer, paddle_layer):
+    return [(f"{p}.{n}", f"qkv.{n}", "split") for p in "qkv" for n in ("weight", "bias")]
+
+
+def test_layer_level_converter_rule(monkeypatch) -> None:
+    from paddlefix.align import rules
+
+    rule = rules.LayerRule(
+        "packed-qkv", ("PackedQKV",), ("SplitQKV",),
+        to_paddle=_qkv_to_paddle, to_torch=_qkv_to_torch, name_pairs=_qkv_names,
+    )
+    monkeypatch.setattr(rules, "RULES", (rule,) + rules.RULES)
+    torch.manual_seed(0)
+    t = torch.nn.Sequential(PackedQKV(4), torch.nn.Linear(4, 2))
+    p = paddle.nn.Sequential(SplitQKV(4), paddle.nn.Linear(4, 2))
+    report = align.transfer(t, p)
+    assert report.ok, str(report)
+    assert {c.dst: c.how for c in report.copied}["0.q.weight"] == "split"
+    pairing = report.pairing
+    assert pairing.for_paddle("0") is not None and pairing.for_paddle("0").rule == "packed-qkv"
+    assert ("0.k.bias", "0.qkv.bias", "split") in [(x.paddle_name, x.torch_name, x.how) for x in pairing.params]
+    assert not pairing.unpaired_paddle and not pairing.unpaired_torch
+    x = np.random.default_rng(5).normal(size=(3, 4)).astype("float32")
+    np.testing.assert_allclose(p(paddle.to_tensor(x)).numpy(), t(torch.tensor(x)).detach().numpy(), atol=ATOL)
+    back = torch.nn.Sequential(PackedQKV(4), torch.nn.Linear(4, 2))
+    assert align.transfer(p, back).ok
+    _assert_same_state(_state(t), _state(back))
+    # from a bare state dict the destination's layer type picks the converter
+    p2 = paddle.nn.Sequential(SplitQKV(4), paddle.nn.Linear(4, 2))
+    assert align.transfer(t.state_dict(), p2).ok
+    np.testing.assert_array_equal(p2[0].v.weight.numpy(), p[0].v.weight.numpy())
+    # a converter producing the wrong shape is caught before anything changes
+    bad = rule._replace(to_paddle=lambda a, tl, pl: {k: v[:1] for k, v in _qkv_to_paddle(a, tl, pl).items()})
+    monkeypatch.setattr(rules, "RULES", (bad,) + rules.RULES[1:])
+    p3 = paddle.nn.Sequential(SplitQKV(4), paddle.nn.Linear(4, 2))
+    before = _state(p3)
+    with pytest.raises(TransferError, match="cannot be reconciled"):
+        align.transfer(t, p3)
+    _assert_same_state(before, _state(p3))
