@@ -472,6 +472,8 @@ class _Pairer:
                     rule = _rules.find_rule(d_type, s_type, torch_qualified=d_qual, paddle_qualified=s_qual)
                 if rule is None or (rule.to_paddle is None and rule.to_torch is None):
                     continue
+                if s_unit_layer is None and not _bare_fits(rule, layer, {m[len(mprefix):] for m in s_names}, dst.framework):
+                    continue  # a bare state dict whose entries are not this rule's (Linear-built attention)
                 if how == "name" and any(n in self.changed for n in s_names.values()):
                     how = "mapping"
                 st = _Step(path, orig, d_names, tuple(s_names.values()), rule, None, _layer_how(rule, s_unit_layer, layer, self.dst.framework), how)
@@ -618,6 +620,20 @@ class _Pairer:
             names = self.munits[m]
             out.append(next(iter(names.values())).rpartition(".")[0])
         return out
+
+
+def _bare_fits(rule: Any, dst_layer: Any, rel_names: set[str], dst_framework: str | None) -> bool:
+    """From a bare state dict the source layer's type is unknown: a whole-layer rule applies only
+    when the entries carry every source name its ``name_pairs`` read."""
+    if rule.name_pairs is None:
+        return True
+    dst_is_paddle = dst_framework == "paddle"
+    try:
+        triples = rule.name_pairs(None, dst_layer) if dst_is_paddle else rule.name_pairs(dst_layer, None)
+    except Exception:  # the rule cannot describe this layer: pair its sublayers instead
+        return False
+    wanted = {t if dst_is_paddle else p for p, t, _ in triples} - {None}
+    return wanted <= rel_names
 
 
 def _layer_how(rule: Any, src_layer: Any, dst_layer: Any, dst_framework: str | None) -> str:
