@@ -417,15 +417,8 @@ def rnn_to_paddle(
     out = rnn_arrays_to_paddle(arrays, torch_spec)
     # The same tensors under the layer's flat alias names, found by identity (not by name:
     # with proj_size Paddle's flat names point at other tensors than their names say).
-    by_id = {
-        id(getattr(cell, local)): f"{path}.{local}"
-        for path, cell in _paddle_cells(paddle_layer)
-        for local in ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_ho")
-        if getattr(cell, local, None) is not None
-    }
-    for flat, param in paddle_layer.named_parameters(include_sublayers=False):
-        cell_name = by_id.get(id(param))
-        if cell_name is not None and cell_name in out:
+    for flat, cell_name in _flat_to_cell(paddle_layer).items():
+        if cell_name in out:
             out[flat] = out[cell_name]
     return out
 
@@ -433,11 +426,33 @@ def rnn_to_paddle(
 def rnn_to_torch(
     arrays: Mapping[str, Any], torch_layer: Any, paddle_layer: Any = None
 ) -> dict[str, "np.ndarray"]:
-    """Layer-level conversion Paddle -> torch: returns the torch layer's local names -> arrays."""
+    """Layer-level conversion Paddle -> torch: returns the torch layer's local names -> arrays.
+
+    With ``paddle_layer``, entries under its flat alias names are read as the cell parameters
+    they really are (by identity), so the flat names alone are enough, even with ``proj_size``.
+    """
     torch_spec = torch_rnn_spec(torch_layer)
     if paddle_layer is not None:
         _check_rnn_pair(torch_spec, paddle_rnn_spec(paddle_layer))
+        cells = _flat_to_cell(paddle_layer)
+        renamed = {cells.get(name, name): value for name, value in arrays.items()}
+        arrays = {**renamed, **{n: v for n, v in arrays.items() if n in renamed}}  # cell names win
     return rnn_arrays_to_torch(arrays, torch_spec)
+
+
+def _flat_to_cell(paddle_layer: Any) -> dict[str, str]:
+    """The Paddle RNN layer's flat alias names -> the cell parameter each one is (by identity)."""
+    by_id = {
+        id(getattr(cell, local)): f"{path}.{local}"
+        for path, cell in _paddle_cells(paddle_layer)
+        for local in ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_ho")
+        if getattr(cell, local, None) is not None
+    }
+    return {
+        flat: by_id[id(param)]
+        for flat, param in paddle_layer.named_parameters(include_sublayers=False)
+        if id(param) in by_id
+    }
 
 
 # --------------------------------------------------------------------------------------------
