@@ -826,7 +826,8 @@ def _rnn_rule_to_torch(arrays: dict, torch_layer: Any, paddle_layer: Any) -> dic
 
 def _rnn_rule_pairs(torch_layer: Any, paddle_layer: Any) -> list:
     spec = torch_rnn_spec(torch_layer) if torch_layer is not None else paddle_rnn_spec(_need(paddle_layer, "layers"))
-    return [(p, t, how) for t, p, how in rnn_param_pairs(spec)]
+    # Paddle biases set to zero for a bias-free torch layer have no torch entry: not listed.
+    return [(p, t, how) for t, p, how in rnn_param_pairs(spec) if t is not None]
 
 
 def _mha_rule_to_paddle(arrays: dict, torch_layer: Any, paddle_layer: Any) -> dict:

@@ -356,3 +356,25 @@ def test_attention_built_from_linears_pairs_layer_by_layer() -> None:
     report = align.transfer(t_model.state_dict(), p_fresh)
     assert report.ok and not report.unused, str(report)
     assert np.array_equal(p_fresh.attn.k_proj.weight.numpy(), t_model.attn.k_proj.weight.detach().numpy().T)
+
+
+def test_bias_free_torch_rnn() -> None:
+    """torch bias=False: the Paddle biases become zeros (same outputs); back, zeros are required."""
+
+    class TorchNoBias(TorchGRUClassifier):
+        def __init__(self) -> None:
+            super().__init__()
+            self.rnn = torch.nn.GRU(EMB, HID, batch_first=True, bias=False)
+
+    t_model, p_model = _torch_model(TorchNoBias, 16), _paddle_model(PaddleGRUClassifier, 16)
+    report = align.transfer(t_model, p_model)
+    assert report.ok and not report.unused and not report.missing, str(report)
+    assert not p_model.rnn.bias_ih_l0.numpy().any() and not p_model.rnn.bias_hh_l0.numpy().any()
+    assert _outputs(t_model, p_model) <= TOL
+    assert all("None" not in x.torch_name for x in report.pairing.params)
+    t_back = _torch_model(TorchNoBias, 17)
+    align.transfer(p_model, t_back)
+    assert all(np.array_equal(a, b) for a, b in zip(_torch_state(t_model).values(), _torch_state(t_back).values()))
+    with pytest.raises(align.TransferError, match="bias=False but the Paddle biases"):
+        align.transfer(_paddle_model(PaddleGRUClassifier, 18), t_back)
+    assert all(np.array_equal(a, b) for a, b in zip(_torch_state(t_model).values(), _torch_state(t_back).values()))
