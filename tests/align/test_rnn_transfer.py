@@ -201,6 +201,13 @@ def test_from_paddle_state_dict_and_torch_checkpoint(tmp_path) -> None:
 
     p_model = _paddle_model(PaddleLSTMClassifier, 5)
 
+    pdparams = tmp_path / "gru.pdparams"
+    paddle.save(p_rnn.state_dict(), str(pdparams))
+    t_rnn2 = torch.nn.GRU(EMB, HID, num_layers=2, bidirectional=True, batch_first=True)
+    report = align.transfer(str(pdparams), t_rnn2)
+    assert report.ok and not report.unused and not report.missing, str(report)
+    assert all(np.array_equal(a, b) for a, b in zip(_torch_state(t_rnn).values(), _torch_state(t_rnn2).values()))
+
     path = tmp_path / "lstm.pt"
     torch.save(_torch_model(TorchLSTMClassifier, 6).state_dict(), path)
     report = align.transfer(str(path), p_model)
