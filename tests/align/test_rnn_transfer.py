@@ -385,3 +385,31 @@ def test_bias_free_torch_rnn() -> None:
     with pytest.raises(align.TransferError, match="bias=False but the Paddle biases"):
         align.transfer(_paddle_model(PaddleGRUClassifier, 18), t_back)
     assert all(np.array_equal(a, b) for a, b in zip(_torch_state(t_model).values(), _torch_state(t_back).values()))
+
+
+def test_transformer_encoder_both_directions() -> None:
+    """torch nn.TransformerEncoder <-> paddle.nn.TransformerEncoder: self_attn by the attention
+    rule, the feed-forward Linear and LayerNorm layers by theirs."""
+    torch.manual_seed(19)
+    layer = torch.nn.TransformerEncoderLayer(HID, 2, 32, dropout=0.0, batch_first=True)
+    t_model = torch.nn.TransformerEncoder(layer, 2, enable_nested_tensor=False).eval()
+    paddle.seed(19)
+    p_model = paddle.nn.TransformerEncoder(paddle.nn.TransformerEncoderLayer(HID, 2, 32, dropout=0.0), 2)
+    p_model.eval()
+    x = np.random.default_rng(2).standard_normal((B, T, HID)).astype("float32")
+
+    def diff() -> float:
+        with torch.no_grad():
+            t_out = t_model(torch.from_numpy(x)).numpy()
+        return float(np.abs(t_out - p_model(paddle.to_tensor(x)).numpy()).max())
+
+    assert diff() > 1e-3
+    report = align.transfer(t_model, p_model)
+    assert report.ok and not report.unused and not report.missing, str(report)
+    assert diff() <= TOL
+    original = _torch_state(t_model)
+    with torch.no_grad():
+        for p in t_model.parameters():
+            p.add_(1.0)
+    align.transfer(p_model, t_model)
+    assert all(np.array_equal(original[k], v) for k, v in _torch_state(t_model).items())
