@@ -989,6 +989,8 @@ def _pair_unknown_framework(src: _Side, dst: _Side, mapping: MappingArg) -> Pair
     name). When only one reading sets every destination entry, it is used. When both do and they
     give the same values, the first is used. When both do and the values differ (a square Linear
     weight: transposed or not), nothing tells them apart: refuse, and ask for ``src_framework=``.
+    When neither sets everything, the one setting more entries is used; with as many, only if
+    they agree on every entry both set.
     """
     import dataclasses
 
@@ -998,15 +1000,25 @@ def _pair_unknown_framework(src: _Side, dst: _Side, mapping: MappingArg) -> Pair
     cross_fits = cross.ok and _converts(cross)
     if not cross_fits and same.ok:
         return same
-    if not (cross_fits and same.ok):
+    if cross_fits and not same.ok:
         return cross
-    differ = _differences(cross, same)
-    if not differ:
-        return cross
+    if cross_fits:
+        differ = _differences(cross, same)
+        if not differ:
+            return cross
+    else:
+        # Neither sets everything (strict=False, a partial checkpoint): the reading that sets more
+        # entries is used, unless the other sets as many and they disagree where both set one.
+        n_cross, n_same = len(cross.params), len(same.params)
+        if not _converts(cross):
+            return same
+        differ = _differences(cross, same, common_only=True)
+        if n_cross > n_same or not differ:
+            return cross if n_cross >= n_same else same
     shown = ", ".join(differ[:6]) + (f" and {len(differ) - 6} more" if len(differ) > 6 else "")
     raise TransferError(
         f"src: a state dict of NumPy arrays does not say whether it is in {other}'s or {dst.framework}'s "
-        f"layout, both fit every destination entry, and they give different values for {shown} "
+        f"layout, both readings fit, and they give different values for {shown} "
         f"(e.g. a square Linear weight, transposed or not); pass src_framework={other!r} or "
         f"src_framework={dst.framework!r}. Nothing was changed in dst"
     )
@@ -1043,8 +1055,8 @@ def _converts(pairing: Pairing) -> bool:
     return True
 
 
-def _differences(a: Pairing, b: Pairing) -> list[str]:
-    """Destination entries the two pairings would set to different values."""
+def _differences(a: Pairing, b: Pairing, common_only: bool = False) -> list[str]:
+    """Destination entries the two pairings would set to different values (or ``a`` only sets)."""
     import numpy as np
 
     values: dict[str, Any] = {}
@@ -1054,6 +1066,8 @@ def _differences(a: Pairing, b: Pairing) -> list[str]:
     for st in a._steps:
         for name, arr in _step_arrays(a, st).items():
             other = values.get(name)
+            if other is None and common_only:
+                continue
             if arr is None or other is None or arr.shape != other.shape or not np.array_equal(arr, other):
                 out.append(name)
     return out

@@ -231,3 +231,64 @@ def test_rnn_flat_names_are_aliases_not_tied() -> None:
     assert rows["0.cell_fw.weight_ih"] == "weight_ih_l0" and rows["1.cell_bw.bias_hh"] == "bias_hh_l1_reverse"
     assert len(rows) == 16
     assert report.to_dict()["aliases"] and not report.to_dict()["tied"]
+
+
+# -- safetensors files: the layout their metadata names, else unknown ------------------------------
+def test_safetensors_layout_from_metadata(tmp_path) -> None:
+    st = pytest.importorskip("safetensors.numpy")
+    t, p = _make("linear", 22)
+    x = _x("linear")
+    paddle_arrays = {k: v.numpy() for k, v in p.state_dict().items()}
+    torch_arrays = {k: v.detach().numpy() for k, v in t.state_dict().items()}
+    st.save_file(paddle_arrays, str(tmp_path / "pd.safetensors"), metadata={"format": "np"})  # as paddlenlp
+    st.save_file(torch_arrays, str(tmp_path / "hf.safetensors"), metadata={"format": "pt"})  # as HF
+    # Paddle-layout square weights in a file that only says "np": refused, then read as told
+    t2 = _make("linear", 23)[0]
+    with pytest.raises(TransferError, match="pass src_framework="):
+        align.transfer(tmp_path / "pd.safetensors", t2)
+    report = align.transfer(tmp_path / "pd.safetensors", t2, src_framework="paddle")
+    assert report.copied[0].how == "transpose"
+    np.testing.assert_allclose(_torch_out(t2, x), _paddle_out(p, x), atol=ATOL, rtol=0)
+    # a "pt" file is torch's layout
+    p2 = _make("linear", 24)[1]
+    report = align.transfer(tmp_path / "hf.safetensors", p2)
+    assert report.src == "torch" and report.copied[0].how == "transpose"
+    np.testing.assert_allclose(_paddle_out(p2, x), _torch_out(t, x), atol=ATOL, rtol=0)
+
+
+def test_paddlenlp_safetensors_checkpoint_into_paddlenlp_and_hf(tmp_path, bert_inputs) -> None:
+    """paddlenlp writes Paddle-layout safetensors with format "np": read as Torch's layout, every
+    square matrix would be transposed by mistake. The non-square ones tell the layouts apart."""
+    from .conftest import make_hf, make_pd, to_numpy
+
+    pd = make_pd("BertModel", seed=25)
+    pd.save_pretrained(str(tmp_path / "pd"), safe_serialization=True)
+    files = sorted((tmp_path / "pd").glob("*.safetensors"))
+    assert len(files) == 1, files
+    with paddle.no_grad():
+        want = to_numpy(pd(**{k: paddle.to_tensor(v) for k, v in bert_inputs.items()}))
+    fresh = make_pd("BertModel", seed=26)
+    report = align.transfer(files[0], fresh)
+    assert report.ok and report.src == "paddle" and {c.how for c in report.copied} == {"copy"}, str(report)
+    with paddle.no_grad():
+        got = to_numpy(fresh(**{k: paddle.to_tensor(v) for k, v in bert_inputs.items()}))
+    np.testing.assert_allclose(got, want, atol=ATOL, rtol=0)
+    hf = make_hf("BertModel", seed=27)
+    report = align.transfer(files[0], hf)
+    assert report.ok and report.src == "paddle" and "transpose" in {c.how for c in report.copied}, str(report)
+    with torch.no_grad():
+        got = to_numpy(hf(**{k: torch.tensor(v) for k, v in bert_inputs.items()}))
+    np.testing.assert_allclose(got, want, atol=ATOL, rtol=0)
+
+
+def test_partial_numpy_state_dict_with_square_weights_is_refused_too() -> None:
+    torch.manual_seed(28)
+    paddle.seed(28)
+    t = torch.nn.Sequential(torch.nn.Linear(8, 8))
+    p = paddle.nn.Sequential(paddle.nn.Linear(8, 8), paddle.nn.Linear(8, 8))
+    arrays = {k: v.detach().numpy() for k, v in t.state_dict().items()}  # sets layer 0 only
+    with pytest.raises(TransferError, match="different values for 0.weight"):
+        align.transfer(arrays, p, strict=False)
+    report = align.transfer(arrays, p, strict=False, src_framework="torch")
+    assert [m.name for m in report.missing] == ["1.weight", "1.bias"]
+    np.testing.assert_array_equal(p[0].weight.numpy(), arrays["0.weight"].T)
