@@ -147,11 +147,18 @@ def _per_entry(copied: list[Copied], pairing: Pairing) -> list[Copied]:
             sources[key].append(s)
         if how not in hows.setdefault(key, []):
             hows[key].append(how)
+    layered = {n for st in pairing._steps if st.rule is not None and st.rule.name_pairs is not None for n in st.dst_names}
     out = []
     for c in copied:
         key = dst.canonical(c.dst)
         if key in sources:
             c = c._replace(src="+".join(sources[key]), dst=names[key], how="/".join(hows[key]))
+        elif key in layered:
+            # set by a whole-layer rule from no source entry (the zero biases a bias-free torch
+            # RNN gives its Paddle counterpart): say so, from the value written
+            value = _as_numpy(dst.tensors[key])
+            cell = {canon: alias for alias, canon in pairing.aliases}.get(key, c.dst)
+            c = c._replace(src="-", dst=cell, how="zeros" if not value.any() else "set by rule, no source entry")
         out.append(c)
     return out
 

@@ -292,3 +292,18 @@ def test_partial_numpy_state_dict_with_square_weights_is_refused_too() -> None:
     report = align.transfer(arrays, p, strict=False, src_framework="torch")
     assert [m.name for m in report.missing] == ["1.weight", "1.bias"]
     np.testing.assert_array_equal(p[0].weight.numpy(), arrays["0.weight"].T)
+
+
+def test_zero_biases_of_a_bias_free_torch_rnn_have_rows_of_their_own() -> None:
+    torch.manual_seed(29)
+    paddle.seed(29)
+    t, p = torch.nn.GRU(4, 4, bias=False, batch_first=True), paddle.nn.GRU(4, 4)
+    report = align.transfer(t, p)
+    rows = {c.dst: (c.src, c.how) for c in report.copied}
+    assert rows == {
+        "0.cell.weight_ih": ("weight_ih_l0", "copy"),
+        "0.cell.weight_hh": ("weight_hh_l0", "copy"),
+        "0.cell.bias_ih": ("-", "zeros"),
+        "0.cell.bias_hh": ("-", "zeros"),
+    }
+    assert not p.state_dict()["0.cell.bias_ih"].numpy().any()
