@@ -125,6 +125,20 @@ def _load_safetensors(path: str) -> dict[str, Any]:
     return out
 
 
+def _safetensors_framework(path: str) -> str | None:
+    """The layout a ``.safetensors`` file's metadata names: ``"pt"`` (Hugging Face) is torch's,
+    ``"pd"`` / ``"paddle"`` Paddle's; paddlenlp writes ``"np"`` for Paddle-layout weights, so
+    ``"np"`` or no metadata is unknown (the entries' names and shapes decide, see ``_pairing``)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(path, framework="np") as f:
+            fmt = (f.metadata() or {}).get("format")
+    except Exception:  # the tensors were read already; a metadata problem leaves it unknown
+        return None
+    return {"pt": "torch", "torch": "torch", "pd": "paddle", "paddle": "paddle"}.get(str(fmt).lower())
+
+
 def _load_pdparams(path: str) -> dict[str, Any]:
     try:
         with open(path, "rb") as fh:
@@ -145,8 +159,9 @@ def _load_pdparams(path: str) -> dict[str, Any]:
 def load_checkpoint(path: "str | os.PathLike[str]") -> tuple[dict[str, Any], str | None]:
     """``({name: tensor or ndarray}, framework naming convention)`` from a checkpoint file.
 
-    The convention is ``"torch"`` for torch / safetensors files (Hugging Face checkpoints) and
-    ``"paddle"`` for ``.pdparams``.
+    The convention is ``"torch"`` for torch files, ``"paddle"`` for ``.pdparams``, and for
+    ``.safetensors`` the one their metadata names (``"pt"``: torch, as Hugging Face writes them;
+    paddlenlp writes ``"np"`` for Paddle-layout weights, which is None: unknown).
     """
     p = os.fspath(path)
     suffix = os.path.splitext(p)[1].lower()
@@ -155,7 +170,7 @@ def load_checkpoint(path: "str | os.PathLike[str]") -> tuple[dict[str, Any], str
     if not os.path.isfile(p):
         raise TransferError(f"src: checkpoint file {p!r} does not exist")
     if suffix == ".safetensors":
-        return _load_safetensors(p), "torch"
+        return _load_safetensors(p), _safetensors_framework(p)
     if suffix == ".pdparams":
         return _load_pdparams(p), "paddle"
     return _load_torch(p), "torch"

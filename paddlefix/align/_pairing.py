@@ -209,7 +209,10 @@ class Pairing:
         unpaired_paddle / unpaired_torch: paths of layers with own parameters left unpaired.
         missing: destination parameters / buffers nothing sets, with candidates.
         unused: source entries no destination uses (tied aliases of used ones excluded).
-        tied: (alias, canonical) names on the destination that share one tensor.
+        tied: (alias, canonical) names on the destination that share one tensor between layers
+            (a decoder tied to the embeddings).
+        aliases: (alias, canonical) second names a layer gives its own parameters (a Paddle RNN
+            layer's flat ``weight_ih_l0`` for ``0.cell.weight_ih``): set once, not tied weights.
         tied_sources: (source entry, source entry used) pairs where a state dict holds a tied
             tensor twice (equal values, the destination ties them): not listed as unused.
         src / dst: ``"paddle"`` / ``"torch"`` (``src`` may be None for a NumPy state dict of unknown origin).
@@ -224,6 +227,7 @@ class Pairing:
         self.unused: list[str] = []
         self.dropped: list[str] = []
         self.tied: list[tuple[str, str]] = []
+        self.aliases: list[tuple[str, str]] = []
         self.tied_sources: list[tuple[str, str]] = []
         self.conflicts: list[str] = []
         self.src: str | None = None
@@ -280,6 +284,7 @@ class Pairing:
             "unused": list(self.unused),
             "dropped": list(self.dropped),
             "tied": [list(t) for t in self.tied],
+            "aliases": [list(t) for t in self.aliases],
             "tied_sources": [list(t) for t in self.tied_sources],
             "conflicts": list(self.conflicts),
         }
@@ -467,9 +472,22 @@ class _Pairer:
                 s_type = type(s_unit_layer).__name__ if s_unit_layer is not None else None
                 s_qual = adapter_for(s_unit_layer).qualified_type(s_unit_layer) if s_unit_layer is not None else None
                 if self.dst.framework == "paddle":
-                    rule = _rules.find_rule(s_type, d_type, torch_qualified=s_qual, paddle_qualified=d_qual)
+                    found = _rules.find_rules(s_type, d_type, torch_qualified=s_qual, paddle_qualified=d_qual)
                 else:
-                    rule = _rules.find_rule(d_type, s_type, torch_qualified=d_qual, paddle_qualified=s_qual)
+                    found = _rules.find_rules(d_type, s_type, torch_qualified=d_qual, paddle_qualified=s_qual)
+                if s_unit_layer is not None:
+                    found = found[:1]
+                else:
+                    # A bare state dict: the source layer type is unknown, so several rules can match
+                    # the destination equally (multihead-attention and its compat variant); the
+                    # entries' names decide. None fits: a Linear-built attention, paired by sublayers.
+                    rel = {m[len(mprefix):] for m in s_names}
+                    if found and (found[0].to_paddle is not None or found[0].to_torch is not None):
+                        found = [r for r in found if r.to_paddle is not None or r.to_torch is not None]
+                        found = [r for r in found if _bare_fits(r, layer, rel, dst.framework)][:1]
+                    else:
+                        found = []  # the best match is a parameter-level rule (or none)
+                rule = found[0] if found else None
                 if rule is None or (rule.to_paddle is None and rule.to_torch is None):
                     continue
                 if how == "name" and any(n in self.changed for n in s_names.values()):
@@ -620,6 +638,20 @@ class _Pairer:
         return out
 
 
+def _bare_fits(rule: Any, dst_layer: Any, rel_names: set[str], dst_framework: str | None) -> bool:
+    """From a bare state dict the source layer's type is unknown: a whole-layer rule applies only
+    when the entries carry every source name its ``name_pairs`` read."""
+    if rule.name_pairs is None:
+        return True
+    dst_is_paddle = dst_framework == "paddle"
+    try:
+        triples = rule.name_pairs(None, dst_layer) if dst_is_paddle else rule.name_pairs(dst_layer, None)
+    except Exception:  # the rule cannot describe this layer: pair its sublayers instead
+        return False
+    wanted = {t if dst_is_paddle else p for p, t, _ in triples} - {None}
+    return wanted <= rel_names
+
+
 def _layer_how(rule: Any, src_layer: Any, dst_layer: Any, dst_framework: str | None) -> str:
     if rule.name_pairs is None:
         return rule.name
@@ -667,6 +699,30 @@ def _tied_duplicate(p: _Pairer, name: str, out: Pairing) -> bool:
     return False
 
 
+def _layer_aliases(side: _Side) -> set[tuple[str, str]]:
+    """(alias, canonical) pairs that are one layer's own second names for its parameters.
+
+    A Paddle RNN layer (``paddle.nn.LSTM`` ...) registers every cell parameter a second time
+    under a flat torch-like name (``weight_ih_l0`` is ``0.cell.weight_ih``): that is not a tied
+    weight (two layers sharing one tensor), only another name, reported in ``aliases``.
+    """
+    if not side.alias or side.framework != "paddle" or not side.layers:
+        return set()
+    ad = adapter_for(side.model)
+    layered = [r for r in _rules.RULES if r.to_paddle is not None or r.to_torch is not None]
+    out: set[tuple[str, str]] = set()
+    for path, layer in side.layers:
+        d_type, d_qual = ad.type_name(layer), ad.qualified_type(layer)
+        if not any(_rules._match_side(r.paddle_types, d_type, d_qual) > 0 for r in layered):
+            continue
+        prefix = path + "." if path else ""
+        own = {_join(path, local) for local, _ in ad.own_params(layer) + ad.own_buffers(layer)}
+        for a, c in side.alias.items():
+            if (a in own or c in own) and a.startswith(prefix) and c.startswith(prefix):
+                out.add((a, c))
+    return out
+
+
 def _candidates(src: _Side, unused: list[str], name: str, shape: tuple[int, ...]) -> tuple[str, ...]:
     fit = [n for n in unused if src.shape(n) in (shape, tuple(reversed(shape)))]
     fit.sort(key=lambda n: -difflib.SequenceMatcher(None, n, name).ratio())
@@ -712,9 +768,13 @@ def _build(src: _Side, dst: _Side, mapping: MappingArg) -> Pairing:
                     src_drop.add(n)
     out.unused = [n for n in out.unused if n not in src_drop]
     out.unused = [n for n in out.unused if not _tied_duplicate(p, n, out)]
+    internal = _layer_aliases(dst)
     for full in dst.tensors:
         if full in dst.alias:
-            out.tied.append((full, dst.alias[full]))
+            if (full, dst.alias[full]) in internal:
+                out.aliases.append((full, dst.alias[full]))
+            else:
+                out.tied.append((full, dst.alias[full]))
             continue
         if full in p.done or full in drops:
             continue
@@ -901,18 +961,125 @@ def _side(obj: Any, what: str, framework_hint: str | None = None) -> _Side:
     )
 
 
-def _pair_sides(src: _Side, dst: _Side, mapping: MappingArg) -> Pairing:
+_FRAMEWORKS = ("torch", "paddle")
+
+
+def _pair_sides(src: _Side, dst: _Side, mapping: MappingArg, src_framework: str | None = None) -> Pairing:
+    """Pair two sides; ``src_framework`` says whose layout a bare state dict's entries are in."""
+    if src_framework is not None:
+        if src_framework not in _FRAMEWORKS:
+            raise TransferError(f"src_framework: expected 'torch', 'paddle' or None, got {src_framework!r}")
+        if src.framework is not None and src.framework != src_framework:
+            what = "model" if src.model is not None else "state dict"
+            raise TransferError(
+                f"src_framework={src_framework!r}, but src is a {src.framework} {what}: leave "
+                "src_framework out, or pass NumPy arrays"
+            )
+        src.framework = src_framework
     if src.framework is None:
-        src.framework = "torch" if dst.framework == "paddle" else "paddle"
+        return _pair_unknown_framework(src, dst, mapping)
     return _build(src, dst, mapping)
 
 
-def pair(a: Any, b: Any, *, mapping: MappingArg = None) -> Pairing:
+def _pair_unknown_framework(src: _Side, dst: _Side, mapping: MappingArg) -> Pairing:
+    """A state dict of NumPy arrays says nothing of the layout its entries are in.
+
+    Both readings are tried: the other framework's layout (the layer rules apply: torch ``[out, in]``
+    Linear weights into Paddle ``[in, out]``, ...) and the destination's own (entries copied by
+    name). When only one reading sets every destination entry, it is used. When both do and they
+    give the same values, the first is used. When both do and the values differ (a square Linear
+    weight: transposed or not), nothing tells them apart: refuse, and ask for ``src_framework=``.
+    When neither sets everything, the one setting more entries is used; with as many, only if
+    they agree on every entry both set.
+    """
+    import dataclasses
+
+    other = "torch" if dst.framework == "paddle" else "paddle"
+    cross = _build(dataclasses.replace(src, framework=other), dst, mapping)
+    same = _build(dataclasses.replace(src, framework=dst.framework), dst, mapping)
+    cross_fits = cross.ok and _converts(cross)
+    if not cross_fits and same.ok:
+        return same
+    if cross_fits and not same.ok:
+        return cross
+    if cross_fits:
+        differ = _differences(cross, same)
+        if not differ:
+            return cross
+    else:
+        # Neither sets everything (strict=False, a partial checkpoint): the reading that sets more
+        # entries is used, unless the other sets as many and they disagree where both set one.
+        n_cross, n_same = len(cross.params), len(same.params)
+        if not _converts(cross):
+            return same
+        differ = _differences(cross, same, common_only=True)
+        if n_cross > n_same or not differ:
+            return cross if n_cross >= n_same else same
+    shown = ", ".join(differ[:6]) + (f" and {len(differ) - 6} more" if len(differ) > 6 else "")
+    raise TransferError(
+        f"src: a state dict of NumPy arrays does not say whether it is in {other}'s or {dst.framework}'s "
+        f"layout, both readings fit, and they give different values for {shown} "
+        f"(e.g. a square Linear weight, transposed or not); pass src_framework={other!r} or "
+        f"src_framework={dst.framework!r}. Nothing was changed in dst"
+    )
+
+
+def _step_arrays(pairing: Pairing, st: _Step) -> dict[str, Any]:
+    """destination full name -> the value one step would write (NumPy, destination layout)."""
+    src, dst = pairing._src, pairing._dst
+    assert src is not None and dst is not None
+    if st.rule is not None and st.param_rule is None and (st.rule.to_paddle is not None or st.rule.to_torch is not None):
+        cut = len(st.src_unit) + 1 if st.src_unit else 0
+        arrays = {n[cut:]: _to_numpy(src.tensors[n]) for n in st.src_names}
+        d_layer = dict(dst.layers).get(st.dst_unit)
+        if pairing.dst == "paddle":
+            out = st.rule.to_paddle(arrays, None, d_layer)
+        else:
+            out = st.rule.to_torch(arrays, d_layer, None)
+        dcut = len(st.dst_unit) + 1 if st.dst_unit else 0
+        return {n: out.get(n[dcut:]) for n in st.dst_names}
+    arr = _to_numpy(src.tensors[st.src_names[0]])
+    if st.param_rule is not None:
+        arr = (st.param_rule.to_paddle if pairing.dst == "paddle" else st.param_rule.to_torch)(arr)
+    return {st.dst_names[0]: arr}
+
+
+def _converts(pairing: Pairing) -> bool:
+    """False when a whole-layer conversion of the pairing fails (the entries are not its layout)."""
+    for st in pairing._steps:
+        if st.rule is not None and st.param_rule is None and st.rule.name_pairs is not None:
+            try:
+                _step_arrays(pairing, st)
+            except (TransferError, ValueError, KeyError):
+                return False
+    return True
+
+
+def _differences(a: Pairing, b: Pairing, common_only: bool = False) -> list[str]:
+    """Destination entries the two pairings would set to different values (or ``a`` only sets)."""
+    import numpy as np
+
+    values: dict[str, Any] = {}
+    for st in b._steps:
+        values.update(_step_arrays(b, st))
+    out = []
+    for st in a._steps:
+        for name, arr in _step_arrays(a, st).items():
+            other = values.get(name)
+            if other is None and common_only:
+                continue
+            if arr is None or other is None or arr.shape != other.shape or not np.array_equal(arr, other):
+                out.append(name)
+    return out
+
+
+def pair(a: Any, b: Any, *, mapping: MappingArg = None, src_framework: str | None = None) -> Pairing:
     """Pair the layers and parameters of a Paddle model and a torch model (either order).
 
     ``mapping`` rewrites the names of ``a`` (the first argument) before matching: a dict of
     ``{regex: replacement}`` applied in order, or a callable ``name -> name | None``. ``a`` may also
-    be a state dict (its names and tensors; the transforms then come from ``b``'s layer types).
+    be a state dict (its names and tensors; the transforms then come from ``b``'s layer types
+    and the framework of ``a``'s tensors, or ``src_framework`` for NumPy arrays: see ``transfer``).
     """
     fa, fb = framework_of(a), framework_of(b)
     if fb is None or not adapter_for(b).is_model(b):
@@ -921,4 +1088,4 @@ def pair(a: Any, b: Any, *, mapping: MappingArg = None) -> Pairing:
         )
     if fa is not None and fa == fb:
         raise TransferError(f"a and b are both {fa} models; pair() needs one Paddle and one torch model")
-    return _pair_sides(_side(a, "a"), _side(b, "b"), mapping)
+    return _pair_sides(_side(a, "a"), _side(b, "b"), mapping, src_framework)

@@ -45,7 +45,9 @@ class TransferReport:
         copied: every destination entry set, with its source and transform.
         unused: source entries nothing used (always listed: nothing is silent).
         missing: destination parameters / buffers not set, with the reason and candidates.
-        tied: destination names that share one tensor with another (set once).
+        tied: destination names that share one tensor with another layer's (set once).
+        aliases: second names a layer gives its own parameters (a Paddle RNN layer's flat
+            ``weight_ih_l0`` = ``0.cell.weight_ih``): set once, not tied weights.
         dropped: source entries the ``mapping`` dropped.
         src / dst: frameworks (``"torch"`` / ``"paddle"``); ``source``: what ``src`` was.
         pairing: the :class:`~paddlefix.align.Pairing` used.
@@ -53,10 +55,11 @@ class TransferReport:
 
     def __init__(self, pairing: Pairing, copied: list[Copied], source: str) -> None:
         self.pairing = pairing
-        self.copied = copied
+        self.copied = _per_entry(copied, pairing)
         self.unused = list(pairing.unused)
         self.missing: list[Missing] = list(pairing.missing)
         self.tied = list(pairing.tied)
+        self.aliases = list(pairing.aliases)
         self.dropped = list(pairing.dropped)
         self.src = pairing.src
         self.dst = pairing.dst
@@ -83,6 +86,7 @@ class TransferReport:
             "unused": list(self.unused),
             "missing": [{"name": m.name, "reason": m.reason, "candidates": list(m.candidates)} for m in self.missing],
             "tied": [list(t) for t in self.tied],
+            "aliases": [list(t) for t in self.aliases],
             "dropped": list(self.dropped),
             "pairs": [p._asdict() for p in self.pairing.pairs],
         }
@@ -100,6 +104,9 @@ class TransferReport:
         lines += _table(("source", "destination", "how"), rows)
         for alias, canon in self.tied:
             lines.append(f"tied: {alias} = {canon}")
+        if self.aliases:
+            lines.append(f"{len(self.aliases)} aliases (second names of the same parameters, set once): "
+                         + ", ".join(f"{a} = {c}" for a, c in self.aliases[:3]) + (" ..." if len(self.aliases) > 3 else ""))
         for m in self.missing:
             cand = f"; candidates: {', '.join(m.candidates)}" if m.candidates else ""
             lines.append(f"missing: {m.name}: {m.reason}{cand}")
@@ -110,6 +117,50 @@ class TransferReport:
         return "\n".join(_clip(line) for line in lines)
 
     __repr__ = __str__
+
+
+def _per_entry(copied: list[Copied], pairing: Pairing) -> list[Copied]:
+    """Each row with its own source entries and transform, from :attr:`Pairing.params`.
+
+    A whole-layer rule (packed attention projections, recurrent weights) sets its destination
+    entries in one step; its rows name the source entries each destination entry comes from
+    (``in_proj_weight`` -> ``q_proj.weight``: ``split+transpose``), not every entry of the layer.
+    Transform names are written from the source to the destination: Paddle ``q_proj.weight``,
+    ``k_proj.weight``, ``v_proj.weight`` -> torch ``in_proj_weight`` is ``transpose+join``.
+    """
+    dst = pairing._dst
+    if dst is None:
+        return list(copied)
+    to_paddle = pairing.dst == "paddle"
+    sources: dict[str, list[str]] = {}
+    hows: dict[str, list[str]] = {}
+    names: dict[str, str] = {}
+    for pp in pairing.params:
+        d, s = (pp.paddle_name, pp.torch_name) if to_paddle else (pp.torch_name, pp.paddle_name)
+        key = dst.canonical(d)
+        names.setdefault(key, d)  # a Paddle RNN's cell name, not its flat alias (which can mislead)
+        parts = pp.how.split("+")
+        if not to_paddle:  # the rules name the torch -> Paddle transform: read it backwards
+            parts = ["join" if x == "split" else "split" if x == "join" else x for x in reversed(parts)]
+        how = "+".join(parts)
+        if s not in sources.setdefault(key, []):
+            sources[key].append(s)
+        if how not in hows.setdefault(key, []):
+            hows[key].append(how)
+    layered = {n for st in pairing._steps if st.rule is not None and st.rule.name_pairs is not None for n in st.dst_names}
+    out = []
+    for c in copied:
+        key = dst.canonical(c.dst)
+        if key in sources:
+            c = c._replace(src="+".join(sources[key]), dst=names[key], how="/".join(hows[key]))
+        elif key in layered:
+            # set by a whole-layer rule from no source entry (the zero biases a bias-free torch
+            # RNN gives its Paddle counterpart): say so, from the value written
+            value = _as_numpy(dst.tensors[key])
+            cell = {canon: alias for alias, canon in pairing.aliases}.get(key, c.dst)
+            c = c._replace(src="-", dst=cell, how="zeros" if not value.any() else "set by rule, no source entry")
+        out.append(c)
+    return out
 
 
 def _describe_source(src: Any) -> str:
@@ -124,19 +175,28 @@ def _local(full: str, unit: str) -> str:
     return full[len(unit) + 1 :] if unit else full
 
 
-def transfer(src: Any, dst: Any, *, mapping: MappingArg = None, strict: bool = True) -> TransferReport:
+def transfer(
+    src: Any, dst: Any, *, mapping: MappingArg = None, strict: bool = True, src_framework: str | None = None
+) -> TransferReport:
     """Copy the weights of ``src`` into ``dst`` (in place), by layer, with the right layout.
 
     Args:
         src: a ``torch.nn.Module``, a ``paddle.nn.Layer``, a state dict (names to torch / Paddle
-            tensors or NumPy arrays; NumPy arrays are taken in the other framework's layout, or
-            Paddle's for ``.pdparams``), or a checkpoint path (``.bin`` / ``.pt`` / ``.pth`` read
-            with torch's weights-only loading, ``.safetensors``, ``.pdparams``).
+            tensors or NumPy arrays), or a checkpoint path (``.bin`` / ``.pt`` / ``.pth`` read
+            with torch's weights-only loading, ``.safetensors``, ``.pdparams``). From a state dict
+            the transforms come from ``dst``'s layer types and the framework the entries come
+            from: their tensors' type (torch / Paddle), the file type (``.pdparams``: Paddle; the
+            others: torch), or ``src_framework``. A dict of NumPy arrays does not say: when both
+            readings (the other framework's layout, and ``dst``'s own) set every entry but give
+            different values (a square Linear weight, transposed or not), :class:`TransferError`
+            asks for ``src_framework``; nothing is guessed.
         dst: a ``torch.nn.Module`` or ``paddle.nn.Layer``; the direction follows from the types.
         mapping: rewrites source names before matching: ``{regex: replacement}`` applied in order
             (a ``None`` replacement drops the entry), or a callable ``name -> name | None``.
         strict: when True (default) raise :class:`TransferError` and change nothing in ``dst`` if
             any destination parameter or buffer would be left unset; when False copy what pairs.
+        src_framework: ``"torch"`` or ``"paddle"``: the layout of a state dict's or checkpoint's
+            entries, when their type does not say it (NumPy arrays). None (default): from the type.
 
     Returns:
         A :class:`TransferReport` (``copied``, ``unused``, ``missing``, ``ok``).
@@ -153,11 +213,11 @@ def transfer(src: Any, dst: Any, *, mapping: MappingArg = None, strict: bool = T
         from ._checkpoint import load_checkpoint
 
         state, hint = load_checkpoint(src)
-        src_side = _side(state, "src", hint)
+        src_side = _side(state, "src", src_framework or hint)
     else:
         src_side = _side(src, "src")
     dst_side = _side(dst, "dst")
-    pairing = _pair_sides(src_side, dst_side, mapping)
+    pairing = _pair_sides(src_side, dst_side, mapping, src_framework)
     if pairing.conflicts:
         raise TransferError("mapping: " + "; ".join(pairing.conflicts) + "; nothing was changed in dst")
     if strict and pairing.missing:

@@ -24,6 +24,7 @@ __all__ = [
     "LayerRule",
     "RULES",
     "find_rule",
+    "find_rules",
     "rule_by_name",
     "transpose",
     "identity",
@@ -279,6 +280,36 @@ def _match_side(names: tuple[str, ...], type_name: str | None, qualified: str | 
     return _matches(names, type_name, qualified or type_name)
 
 
+def find_rules(
+    torch_type: str | None,
+    paddle_type: str | None,
+    *,
+    torch_qualified: str | None = None,
+    paddle_qualified: str | None = None,
+) -> list[LayerRule]:
+    """Every rule matching a torch layer type and a Paddle layer type, best first.
+
+    Either type may be None (that side is a bare state dict: its layer type is unknown). A
+    qualified-name match beats a bare-name match, so ``paddle.compat.nn.Linear`` (whose class is
+    also called ``Linear``) gets the torch-layout rule. For an unknown side, rules naming the
+    framework's own classes by bare name (``paddle.nn.Linear``) come before rules for layout
+    variants named by qualified name only. Rules with equal scores keep their order in
+    :data:`RULES`; callers that can tell them apart by the entries' names (whole-layer rules from a
+    bare state dict) must try each in turn, see ``_pairing``.
+    """
+    if torch_type is None and paddle_type is None:
+        return []
+    scored: list[tuple[tuple[int, int], int, LayerRule]] = []
+    for i, rule in enumerate(RULES):
+        t = _match_side(rule.torch_types, torch_type, torch_qualified)
+        p = _match_side(rule.paddle_types, paddle_type, paddle_qualified)
+        if t == 0 or p == 0:
+            continue
+        scored.append(((max(p, 0) + max(t, 0), p + t), -i, rule))
+    scored.sort(key=lambda x: (x[0], x[1]), reverse=True)
+    return [r for _, _, r in scored]
+
+
 def find_rule(
     torch_type: str | None,
     paddle_type: str | None,
@@ -286,24 +317,15 @@ def find_rule(
     torch_qualified: str | None = None,
     paddle_qualified: str | None = None,
 ) -> LayerRule | None:
-    """The rule for a torch layer type and a Paddle layer type (either may be None: bare state dict).
+    """The best rule for a torch layer type and a Paddle layer type (see :func:`find_rules`).
 
-    A qualified-name match on a side beats a bare-name match, so ``paddle.compat.nn.Linear``
-    (whose class is also called ``Linear``) gets the torch-layout rule. None when nothing matches.
+    None when nothing matches. With one side unknown (a bare state dict) several rules can match
+    equally well (``multihead-attention`` and ``multihead-attention-compat`` for a torch
+    ``nn.MultiheadAttention``); this returns the first of them only, so pairing code working from
+    a bare state dict uses :func:`find_rules` and the entries' names instead.
     """
-    if torch_type is None and paddle_type is None:
-        return None
-    best: tuple[int, int] | None = None
-    found: LayerRule | None = None
-    for rule in RULES:
-        t = _match_side(rule.torch_types, torch_type, torch_qualified)
-        p = _match_side(rule.paddle_types, paddle_type, paddle_qualified)
-        if t == 0 or p == 0:
-            continue
-        score = (max(p, 0) + max(t, 0), p + t)
-        if best is None or score > best:
-            best, found = score, rule
-    return found
+    found = find_rules(torch_type, paddle_type, torch_qualified=torch_qualified, paddle_qualified=paddle_qualified)
+    return found[0] if found else None
 
 
 def rule_by_name(name: str) -> LayerRule:

@@ -262,8 +262,11 @@ def test_square_linear_layers_are_transposed_never_loaded_as_is() -> None:
     with torch.no_grad():
         want = t(torch.tensor(x)).numpy()
     assert np.abs(wrong - want).max() > 1e-2
-    # a bare state dict of NumPy arrays: the transform comes from the destination layer types
-    report = align.transfer(naive, p)
+    # a bare state dict of NumPy arrays does not say its layout: square weights fit both, refused
+    with pytest.raises(TransferError, match="pass src_framework='torch' or src_framework='paddle'"):
+        align.transfer(naive, p)
+    # told the layout, the transform comes from the destination layer types
+    report = align.transfer(naive, p, src_framework="torch")
     assert [c.how for c in report.copied if c.dst.endswith("weight")] == ["transpose"] * 3
     np.testing.assert_allclose(p(paddle.to_tensor(x)).numpy(), want, atol=ATOL, rtol=0)
     # and from the torch model itself
@@ -620,7 +623,7 @@ def test_name_rules_come_from_paddlenlp_where_it_ships_them(hf_bert_pair) -> Non
 
 def test_pairing_from_a_state_dict_uses_the_destination_types() -> None:
     t, p = make_square_pair(width=4, depth=2)
-    pairing = align.pair({k: v.detach().numpy() for k, v in t.state_dict().items()}, p)
+    pairing = align.pair({k: v.detach().numpy() for k, v in t.state_dict().items()}, p, src_framework="torch")
     assert [(x.paddle_path, x.torch_path, x.rule, x.torch_type) for x in pairing.pairs] == [
         ("0", "0", "linear", ""), ("2", "2", "linear", "")
     ]
