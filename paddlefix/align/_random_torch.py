@@ -216,9 +216,9 @@ def _make_tensor_fn(fn: str, original: Callable[..., Any]) -> Callable[..., Any]
         if fn == "normal":
             names = ("mean", "std", "size")
             bound = dict(zip(names, args))
-            for n in names:
-                if n in kwargs:
-                    bound[n] = kwargs.pop(n)
+            for arg in names:
+                if arg in kwargs:
+                    bound[arg] = kwargs.pop(arg)
             mean, std = bound.get("mean", 0.0), bound.get("std", 1.0)
             tensors = [v for v in (mean, std) if isinstance(v, torch.Tensor)]
             if "size" in bound:
@@ -247,9 +247,9 @@ def _make_tensor_fn(fn: str, original: Callable[..., Any]) -> Callable[..., Any]
         if fn == "multinomial":
             names = ("input", "num_samples", "replacement")
             bound = dict(zip(names, args))
-            for n in names:
-                if n in kwargs:
-                    bound[n] = kwargs.pop(n)
+            for arg in names:
+                if arg in kwargs:
+                    bound[arg] = kwargs.pop(arg)
             input, num, replacement = bound["input"], int(bound["num_samples"]), bool(bound.get("replacement", False))
             params = (("num_samples", num), ("replacement", replacement))
             rng = ctx.draw(FW, fn, "torch.multinomial", tuple(input.shape), params)

@@ -96,7 +96,7 @@ class RandomCall(NamedTuple):
     """One random call made inside the context."""
 
     framework: str  # "paddle" | "torch"
-    index: int  # k: the k-th random call of this framework in the context
+    k: int  # the k-th random call of this framework in the context (from 0)
     kind: str  # "dropout" for every dropout flavour, else the tensor function ("randn", ...)
     function: str  # what was called, e.g. "paddle.nn.functional.dropout(axis=[0, 1])"
     shape: tuple[int, ...]  # the mask / result shape
@@ -112,7 +112,7 @@ class RandomCall(NamedTuple):
     def to_dict(self) -> dict[str, Any]:
         return {
             "framework": self.framework,
-            "index": self.index,
+            "k": self.k,
             "kind": self.kind,
             "function": self.function,
             "shape": list(self.shape),
@@ -264,6 +264,7 @@ _SKIP_PARTS = (
     os.sep + os.path.join("paddle", "nn", "functional") + os.sep,
     os.sep + os.path.join("paddle", "nn", "layer", "layers.py"),
     os.sep + os.path.join("paddle", "nn", "layer", "common.py"),
+    os.sep + os.path.join("paddle", "nn", "layer", "container.py"),
     os.sep + os.path.join("paddle", "base") + os.sep,
     os.sep + os.path.join("paddle", "utils") + os.sep,
     os.sep + os.path.join("paddle", "tensor", "random.py"),
@@ -423,7 +424,7 @@ class SameRandomness:
 
     # -- internals ------------------------------------------------------------------------------
     def _setup(self) -> None:
-        frameworks = [fw for fw in ("paddle", "torch") if fw in sys.modules]
+        frameworks: list[str] = [fw for fw in ("paddle", "torch") if fw in sys.modules]
         if not frameworks:
             raise RandomnessError(
                 "same_randomness: neither paddle nor torch is imported; import the framework(s) "
