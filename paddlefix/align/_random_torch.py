@@ -337,21 +337,3 @@ def enter_settings(seed: int, deterministic: bool, settings: list[Setting]) -> C
             fn()
 
     return restore
-
-
-def watch(ctx: SameRandomness, model: Any) -> list[Any]:
-    """Forward pre/post hooks that tell the context which layer is running."""
-    handles = []
-    for path, layer in model.named_modules():
-
-        def pre(module: Any, inputs: Any, _path: str = path) -> None:
-            if _path == "":
-                ctx.reset_stack(FW)
-            ctx.push(FW, _path)
-
-        def post(module: Any, inputs: Any, output: Any, _path: str = path) -> None:
-            ctx.pop(FW, _path)
-
-        handles.append(layer.register_forward_pre_hook(pre))
-        handles.append(layer.register_forward_hook(post, always_call=True))
-    return handles

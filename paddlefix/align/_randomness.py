@@ -411,17 +411,6 @@ class SameRandomness:
         """Count a dropout call that draws nothing (eval mode, p == 0 or 1)."""
         self.report.skipped[framework] = self.report.skipped.get(framework, 0) + 1
 
-    def push(self, framework: str, path: str) -> None:
-        self._stack.setdefault(framework, []).append(path)
-
-    def pop(self, framework: str, path: str) -> None:
-        stack = self._stack.get(framework)
-        if stack and stack[-1] == path:
-            stack.pop()
-
-    def reset_stack(self, framework: str) -> None:
-        self._stack[framework] = []
-
     # -- internals ------------------------------------------------------------------------------
     def _setup(self) -> None:
         frameworks: list[str] = [fw for fw in ("paddle", "torch") if fw in sys.modules]
@@ -443,15 +432,31 @@ class SameRandomness:
             self._watch(model)
 
     def _watch(self, model: Any) -> None:
-        fw = _framework_of(model)
-        if fw is None:
+        from .adapters import adapter_for, framework_of
+
+        fw = framework_of(model)
+        adapter = adapter_for(model) if fw is not None else None
+        if adapter is None or not adapter.is_model(model):
             raise RandomnessError(
                 f"same_randomness: models= / watch() takes paddle nn.Layer or torch nn.Module objects; "
                 f"got {type(model).__module__}.{type(model).__qualname__}"
             )
         if fw not in self.report.frameworks:
             raise RandomnessError(f"same_randomness: {fw} was not imported when the context was entered")
-        self._hooks.extend(_framework_module(fw).watch(self, model))
+        for path, layer in adapter.named_layers(model):
+
+            def pre(layer: Any, inputs: Any, _path: str = path, _fw: str = fw) -> None:
+                if _path == "":
+                    self._stack[_fw] = []  # a new forward of the root: forget a stale stack
+                self._stack.setdefault(_fw, []).append(_path)
+
+            def post(layer: Any, inputs: Any, output: Any, _path: str = path, _fw: str = fw) -> None:
+                stack = self._stack.get(_fw)
+                if stack and stack[-1] == _path:
+                    stack.pop()
+
+            self._hooks.append(adapter.register_forward_pre_hook(layer, pre))
+            self._hooks.append(adapter.register_forward_hook(layer, post))
         self.report.watched.append(f"{fw}:{type(model).__name__}")
 
     def _teardown(self) -> None:
@@ -514,17 +519,9 @@ def _framework_module(fw: str) -> Any:
 
 
 def _framework_of(obj: Any) -> str | None:
-    if "paddle" in sys.modules:
-        import paddle
+    from .adapters import framework_of
 
-        if isinstance(obj, paddle.nn.Layer):
-            return "paddle"
-    if "torch" in sys.modules:
-        import torch
-
-        if isinstance(obj, torch.nn.Module):
-            return "torch"
-    return None
+    return framework_of(obj)
 
 
 def same_randomness(

@@ -41,23 +41,6 @@ CONFIG = dict(
 
 
 # -- models ------------------------------------------------------------------------------
-def transfer(pt: object, pd: object) -> None:
-    """Copy the torch model's weights into the Paddle one (align.transfer once it is merged)."""
-    try:
-        fn = align.transfer
-    except (ImportError, AttributeError):
-        fn = None
-    if fn is not None:
-        fn(pt, pd)
-        return
-    pd_params = dict(pd.named_parameters())
-    pt_params = dict(pt.named_parameters())
-    names = hf_param_names() if "embeddings.word_embeddings.weight" in pd_params else list(zip(pd_params, pt_params))
-    for pd_name, pt_name in names:
-        value = pt_params[pt_name].detach().numpy()
-        pd_params[pd_name].set_value(as_torch_layout(pd_name, value) if value.ndim == 2 else value)
-
-
 def make_bert_pair(attn: str = "eager", seed: int = 1) -> tuple[object, object]:
     """(paddlenlp BertModel, HF BertModel) with identical weights, in train mode."""
     torch.manual_seed(seed)
@@ -66,7 +49,7 @@ def make_bert_pair(attn: str = "eager", seed: int = 1) -> tuple[object, object]:
     hf = transformers.BertModel(hf_cfg)
     paddle.seed(seed)
     pd = pnlp.BertModel(pnlp.BertConfig(**CONFIG))
-    transfer(hf, pd)
+    align.transfer(hf, pd)
     hf.train()
     pd.train()
     return pd, hf
@@ -234,7 +217,7 @@ def test_cnn_dropout2d_same_channel_masks():
     pt = torch.nn.Sequential(
         torch.nn.Conv2d(3, 6, 3), torch.nn.ReLU(), torch.nn.Dropout2d(0.5), torch.nn.Flatten(), torch.nn.Linear(6 * 4 * 4, 5)
     )
-    transfer(pt, pd)
+    align.transfer(pt, pd)
     pd.train()
     pt.train()
     x = np.random.default_rng(1).standard_normal((4, 3, 6, 6)).astype("float32")
