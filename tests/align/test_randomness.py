@@ -469,3 +469,28 @@ def test_random_tensor_functions_same_values_in_both_frameworks():
         g = torch.Generator().manual_seed(0)
         torch.rand(2, generator=g)
     assert rnd.report.drawn["torch"] == 0
+
+
+def test_a_second_context_from_another_thread_is_refused_and_inplace_dropout_shares_the_mask():
+    import threading
+
+    errors: list[BaseException] = []
+
+    def other() -> None:
+        try:
+            with align.same_randomness(seed=1):
+                pass
+        except BaseException as exc:  # checked below
+            errors.append(exc)
+
+    x = np.random.default_rng(8).standard_normal((4, 5)).astype("float32") + 3
+    with align.same_randomness(seed=0):
+        t = threading.Thread(target=other)
+        t.start()
+        t.join()
+        a = paddle.to_tensor(x)
+        a = PF.dropout(a, 0.5)
+        b = torch.from_numpy(x.copy())
+        TF.dropout(b, 0.5, inplace=True)
+    assert len(errors) == 1 and isinstance(errors[0], RandomnessError)
+    assert max_diff(a.numpy(), b.numpy()) == 0
