@@ -22,6 +22,7 @@ import sys
 from typing import Any, Callable
 
 from . import _random_stream as S
+from ._errors import RandomnessError
 from ._randomness import Replacement, SameRandomness, Setting, current
 
 FW = "torch"
@@ -52,6 +53,13 @@ def _apply_dropout(ctx: SameRandomness, input: Any, p: float, feature: bool, alp
     import torch
 
     shape = tuple(input.shape[:2]) + (1,) * (input.dim() - 2) if feature else tuple(input.shape)
+    if getattr(torch._C, "_current_autograd_node", lambda: None)() is not None:
+        raise RandomnessError(
+            f"same_randomness: {label} was called during backward: a forward recomputed for the "
+            "backward pass (torch.utils.checkpoint, Hugging Face gradient checkpointing) would draw a "
+            "new mask instead of the forward's. Turn recomputation off inside the context "
+            "(model.gradient_checkpointing_disable())."
+        )
     rng = ctx.draw(FW, "dropout", label, shape, (("p", round(float(p), 12)),))
     keep = S.keep_mask(rng, shape, p).astype(np.float32)
     if not alpha:

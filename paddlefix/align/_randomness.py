@@ -308,6 +308,8 @@ def _short(filename: str) -> str:
 # -- the context ------------------------------------------------------------------------
 _lock = threading.RLock()
 _active: SameRandomness | None = None
+_PENDING_LIMIT = 100_000
+"""Calls kept while waiting for the other framework's k-th call (one framework alone never waits)."""
 
 
 def current() -> SameRandomness | None:
@@ -332,6 +334,7 @@ class SameRandomness:
         self._hooks: list[Any] = []
         self._entered = False
         self._count_lock = threading.Lock()
+        self._overflow = False
 
     # -- public ---------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -400,7 +403,13 @@ class SameRandomness:
             mine = RandomCall(framework, k, kind, function, tuple(int(s) for s in shape), params, site, module)
             other = self._pending.get(k)
             if other is None or other.framework == framework:
-                self._pending[k] = mine
+                if len(self._pending) < _PENDING_LIMIT:
+                    self._pending[k] = mine
+                elif not self._overflow:
+                    self._overflow = True
+                    self.report.notes.append(
+                        f"more than {_PENDING_LIMIT} calls without a counterpart yet: later ones are not checked"
+                    )
             else:
                 del self._pending[k]
                 if (other.kind, other.shape, other.params) != (mine.kind, mine.shape, mine.params):
@@ -409,7 +418,8 @@ class SameRandomness:
 
     def skip(self, framework: str) -> None:
         """Count a dropout call that draws nothing (eval mode, p == 0 or 1)."""
-        self.report.skipped[framework] = self.report.skipped.get(framework, 0) + 1
+        with self._count_lock:
+            self.report.skipped[framework] = self.report.skipped.get(framework, 0) + 1
 
     # -- internals ------------------------------------------------------------------------------
     def _setup(self) -> None:

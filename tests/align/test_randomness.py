@@ -494,3 +494,14 @@ def test_a_second_context_from_another_thread_is_refused_and_inplace_dropout_sha
         TF.dropout(b, 0.5, inplace=True)
     assert len(errors) == 1 and isinstance(errors[0], RandomnessError)
     assert max_diff(a.numpy(), b.numpy()) == 0
+
+
+def test_recomputation_in_backward_is_refused():
+    """torch.utils.checkpoint re-runs the forward in backward: a new mask would be silently wrong."""
+    from torch.utils.checkpoint import checkpoint
+
+    x = torch.ones(3, 4, requires_grad=True)
+    with align.same_randomness(seed=0):
+        y = checkpoint(lambda t: TF.dropout(t, 0.5) * 2, x, use_reentrant=False)
+        with pytest.raises(RandomnessError, match="during backward.*gradient_checkpointing_disable"):
+            y.sum().backward()
