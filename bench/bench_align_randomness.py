@@ -11,7 +11,7 @@ shared, and multi-threaded timings there swing by +-50% between identical runs.
 
 from __future__ import annotations
 
-from _common import Row, compare
+from _common import Row, best_of, compare
 
 import paddlefix  # noqa: F401  (zlib before paddle)
 
@@ -73,15 +73,21 @@ def _rows(np, paddle, torch, transformers, pnlp, align) -> list[Row]:  # type: i
             with align.same_randomness(seed=0, models=(model,)):
                 step()
 
+        def enter_exit(model=model) -> None:
+            with align.same_randomness(seed=0, models=(model,)):
+                pass
+
         step()  # warm up both paths once
         inside()
         t_in, t_out = compare(inside, step, number=1, repeat=3)
+        t_enter = best_of(enter_exit, number=1, repeat=3)
         out.append(
             Row(
                 f"same_randomness: BERT-base train fwd+bwd ({label}), inside / outside",
                 t_in / t_out,
                 GOAL,
-                f"{t_in * 1e3:.0f} ms / {t_out * 1e3:.0f} ms, batch {BATCH}x{SEQ}, CPU",
+                f"{t_in * 1e3:.0f} ms / {t_out * 1e3:.0f} ms, batch {BATCH}x{SEQ}, CPU; "
+                f"entering + leaving the context {t_enter * 1e3:.0f} ms",
             )
         )
     return out

@@ -505,3 +505,17 @@ def test_recomputation_in_backward_is_refused():
         y = checkpoint(lambda t: TF.dropout(t, 0.5) * 2, x, use_reentrant=False)
         with pytest.raises(RandomnessError, match="during backward.*gradient_checkpointing_disable"):
             y.sum().backward()
+
+
+def test_static_graph_dropout_warns_that_it_is_not_covered():
+    paddle.enable_static()
+    try:
+        main = paddle.static.Program()
+        with paddle.static.program_guard(main, paddle.static.Program()):
+            x = paddle.static.data("x", [2, 3], "float32")
+            with align.same_randomness(seed=0) as rnd:
+                with pytest.warns(PaddlefixWarning, match="static-graph mode is not covered"):
+                    PF.dropout(x, 0.5)
+    finally:
+        paddle.disable_static()
+    assert rnd.report.drawn["paddle"] == 0
