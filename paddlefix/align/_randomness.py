@@ -235,15 +235,22 @@ class Replacement(NamedTuple):
 def apply_replacements(journal: _Journal, replacements: list[Replacement]) -> None:
     """One pass over ``sys.modules``: every (module, attribute) holding an original gets its new."""
     by_id = {id(r.original): r for r in replacements}
+    ids = set(by_id)
     places: list[tuple[Any, str, Replacement]] = []
     for name, module in list(sys.modules.items()):
         if not isinstance(module, types.ModuleType):
             continue
-        try:
-            items = list(vars(module).items())
-        except TypeError:  # pragma: no cover - a module without a namespace
+        namespace = getattr(module, "__dict__", None)
+        if not isinstance(namespace, dict):
             continue
-        for attr, value in items:
+        try:
+            if ids.isdisjoint(map(id, namespace.values())):  # the common case, looped in C
+                continue
+            hits = [k for k, v in list(namespace.items()) if id(v) in ids]
+        except RuntimeError:  # pragma: no cover - the namespace changed while we looked
+            hits = [k for k, v in list(namespace.items()) if id(v) in ids]
+        for attr in hits:
+            value = namespace.get(attr)
             r = by_id.get(id(value))
             if r is not None and r.original is value and not (r.skip_prefixes and name.startswith(r.skip_prefixes)):
                 places.append((module, attr, r))
@@ -430,9 +437,12 @@ class SameRandomness:
                 "before entering the context (only functions loaded at entry are replaced)"
             )
         self.report.frameworks = frameworks
+        replacements: list[Replacement] = []
+        for fw in frameworks:
+            replacements.extend(_framework_module(fw).replacements(tensors=self.tensors))
+        apply_replacements(self._journal, replacements)
         for fw in frameworks:
             mod = _framework_module(fw)
-            apply_replacements(self._journal, mod.replacements(tensors=self.tensors))
             restore = mod.enter_settings(self.seed, self.deterministic, self.report.settings)
             self._restore.append((fw, restore))
             self.report.drawn.setdefault(fw, 0)
