@@ -454,6 +454,8 @@ class SameRandomness:
     def _watch(self, model: Any) -> None:
         from .adapters import adapter_for, framework_of
 
+        if model is None:  # e.g. the torch side of an offline comparison
+            return
         fw = framework_of(model)
         adapter = adapter_for(model) if fw is not None else None
         if adapter is None or not adapter.is_model(model):
@@ -552,7 +554,8 @@ def same_randomness(
     Args:
         seed: the stream's seed (a non-negative int); the same seed gives the same masks.
         models: paddle / torch models whose layer paths should appear in error messages
-            (forward pre-hooks for the duration; also :meth:`SameRandomness.watch`).
+            (forward pre-hooks for the duration; also :meth:`SameRandomness.watch`); ``None``
+            entries are ignored.
         deterministic: turn on the frameworks' deterministic settings for the duration.
         tensors: also serve ``rand`` / ``randn`` / ``randint`` / ``normal`` / ``bernoulli`` /
             ``randperm`` / ``multinomial`` from the stream (``False``: dropout only).

@@ -421,6 +421,9 @@ def test_bad_arguments():
     with pytest.raises(RandomnessError, match="paddle nn.Layer or torch nn.Module"):
         with align.same_randomness(models=[object()]):
             pass
+    with align.same_randomness(models=[paddle.nn.Dropout(0.5), None]) as rnd:  # None: no model on that side
+        pass
+    assert rnd.report.watched == ["paddle:Dropout"]
 
 
 # -- reproducibility and random tensors ----------------------------------------------------
