@@ -282,18 +282,23 @@ def _stock_vs_ours(run, is_kept, seed_fn):
     return abs(ko.mean() - ks.mean())
 
 
-@pytest.mark.parametrize("case", ["paddle-dropout", "paddle-axis", "paddle-alpha", "torch-dropout", "torch-alpha", "torch-feature-alpha"])
+@pytest.mark.parametrize("case", ["paddle-dropout", "paddle-axis", "paddle-alpha", "paddle-feature-alpha", "torch-dropout",
+                                  "torch-dropout2d", "torch-alpha", "torch-feature-alpha"])
 def test_replaced_functions_keep_the_stock_arithmetic(case):
     x = np.random.default_rng(4).standard_normal((8, 16, 3)).astype("float32") + 4  # no zeros
     p = 0.3
     if case.startswith("paddle"):
         fn = {"paddle-dropout": lambda: PF.dropout(paddle.to_tensor(x), p),
               "paddle-axis": lambda: PF.dropout(paddle.to_tensor(x), p, axis=[0, 1]),
-              "paddle-alpha": lambda: PF.alpha_dropout(paddle.to_tensor(x), p)}[case]
+              "paddle-alpha": lambda: PF.alpha_dropout(paddle.to_tensor(x), p),
+              "paddle-feature-alpha": lambda: PF.feature_alpha_dropout(paddle.to_tensor(x), p)}[case]
+        if case == "paddle-feature-alpha" and not hasattr(PF, "feature_alpha_dropout"):
+            pytest.skip("paddle.nn.functional.feature_alpha_dropout exists from Paddle 3.0")
         run = lambda: fn().numpy()  # noqa: E731
         seed_fn = paddle.seed
     else:
         fn = {"torch-dropout": lambda: TF.dropout(torch.from_numpy(x), p),
+              "torch-dropout2d": lambda: TF.dropout2d(torch.from_numpy(x[..., None]), p),
               "torch-alpha": lambda: TF.alpha_dropout(torch.from_numpy(x), p, training=True),
               "torch-feature-alpha": lambda: TF.feature_alpha_dropout(torch.from_numpy(x), p, training=True)}[case]
         run = lambda: fn().numpy()  # noqa: E731
