@@ -419,7 +419,7 @@ class SameRandomness:
                     )
             else:
                 del self._pending[k]
-                if (other.kind, other.shape, other.params) != (mine.kind, mine.shape, mine.params):
+                if (other.kind, other.params) != (mine.kind, mine.params) or not same_layout(other.shape, mine.shape):
                     raise RandomnessError(_mismatch(k, other, mine))
         return np.random.Generator(np.random.PCG64(np.random.SeedSequence([self.seed, k])))
 
@@ -513,12 +513,31 @@ class SameRandomness:
             _log.warning("same_randomness: restoring failed for %s", "; ".join(errors))
 
 
+def same_layout(a: tuple[int, ...], b: tuple[int, ...]) -> bool:
+    """Equal shapes, or shapes that differ only by merged leading dimensions.
+
+    torch's ``nn.MultiheadAttention`` drops its attention weights as ``[batch * heads, L, S]``
+    where Paddle's ``nn.MultiHeadAttention`` has ``[batch, heads, L, S]``: the same elements in
+    the same row-major order, and NumPy fills both from the same stream in that order.
+    """
+    if a == b:
+        return True
+    short, long = (a, b) if len(a) < len(b) else (b, a)
+    if not short or len(short) == len(long):
+        return False
+    merged = len(long) - len(short) + 1
+    lead = 1
+    for d in long[:merged]:
+        lead *= d
+    return short[0] == lead and short[1:] == long[merged:]
+
+
 def _mismatch(k: int, first: RandomCall, second: RandomCall) -> str:
     paddle_call, torch_call = (first, second) if first.framework == "paddle" else (second, first)
     what = []
     if paddle_call.kind != torch_call.kind:
         what.append(f"function {paddle_call.kind} vs {torch_call.kind}")
-    if paddle_call.shape != torch_call.shape:
+    if not same_layout(paddle_call.shape, torch_call.shape):
         what.append(f"shape {list(paddle_call.shape)} vs {list(torch_call.shape)}")
     if paddle_call.params != torch_call.params:
         what.append(f"{dict(paddle_call.params)} vs {dict(torch_call.params)}")

@@ -531,3 +531,39 @@ def test_static_graph_dropout_warns_that_it_is_not_covered():
     finally:
         paddle.disable_static()
     assert rnd.report.drawn["paddle"] == 0
+
+
+@pytest.mark.parametrize("need_weights", [True, False])
+def test_multihead_attention_weights_dropout_paddle_and_torch(need_weights):
+    """paddle.nn.MultiHeadAttention drops [batch, heads, L, S]; torch's MultiheadAttention
+    [batch * heads, L, S] (need_weights) or, through scaled_dot_product_attention, [batch, heads, L, S]."""
+    e, heads = 8, 2
+    paddle.seed(0)
+    pd = paddle.nn.MultiHeadAttention(e, heads, dropout=0.3)
+    pt = torch.nn.MultiheadAttention(e, heads, dropout=0.3, batch_first=True)
+    w = {n: p.numpy() for n, p in pd.named_parameters()}
+    with torch.no_grad():  # paddle Linear is [in, out]; torch packs q, k, v as [3E, E]
+        pt.in_proj_weight.copy_(torch.from_numpy(np.concatenate([w[f"{n}_proj.weight"].T for n in "qkv"])))
+        pt.in_proj_bias.copy_(torch.from_numpy(np.concatenate([w[f"{n}_proj.bias"] for n in "qkv"])))
+        pt.out_proj.weight.copy_(torch.from_numpy(w["out_proj.weight"].T))
+        pt.out_proj.bias.copy_(torch.from_numpy(w["out_proj.bias"]))
+    pd.train()
+    pt.train()
+    x = np.random.default_rng(6).standard_normal((3, 5, e)).astype("float32")
+    with align.same_randomness(seed=2, models=(pd, pt)) as rnd:
+        out_pd = pd(paddle.to_tensor(x))
+        out_pt, _ = pt(*(torch.from_numpy(x),) * 3, need_weights=need_weights)
+    assert rnd.report.drawn == {"paddle": 1, "torch": 1}
+    assert max_diff(out_pd.numpy(), out_pt.detach().numpy()) < 1e-5
+
+
+def test_shapes_match_only_when_equal_or_leading_dims_merged():
+    from paddlefix.align._randomness import same_layout
+
+    assert same_layout((6, 5, 4), (3, 2, 5, 4)) and same_layout((3, 2, 5, 4), (6, 5, 4))
+    assert not same_layout((2, 3, 5, 4), (3, 2, 5, 4))  # same size, other layout
+    assert not same_layout((5, 4), (4, 5)) and not same_layout((20,), (5, 5))
+    with pytest.raises(RandomnessError, match=r"shape \[4, 5\] vs \[5, 4\]"):
+        with align.same_randomness(seed=0):
+            PF.dropout(paddle.ones([4, 5]), 0.5)
+            TF.dropout(torch.ones(5, 4), 0.5)
