@@ -567,3 +567,14 @@ def test_shapes_match_only_when_equal_or_leading_dims_merged():
         with align.same_randomness(seed=0):
             PF.dropout(paddle.ones([4, 5]), 0.5)
             TF.dropout(torch.ones(5, 4), 0.5)
+
+
+def test_the_public_names_import_no_framework():
+    from tests.conftest import run_python
+
+    out = run_python(
+        "import sys, paddlefix.align as a; a.same_randomness; a.RandomnessError; "
+        "print(sorted(m for m in ('numpy', 'paddle', 'torch') if m in sys.modules))"
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "[]"
