@@ -246,8 +246,11 @@ def test_dropout3d_and_axis_match_torch_channel_dropout():
         # paddle's axis= form: the mask spans the listed axes
         c = PF.dropout(paddle.to_tensor(x[:, :, 0, 0, :]), 0.3, axis=[0, 1]).numpy()
         d = TF.dropout1d(torch.from_numpy(x[:, :, 0, 0, :]), 0.3).numpy()
+        e = PF.dropout(paddle.to_tensor(x), 0.2).numpy()
+        f = torch.dropout(torch.from_numpy(x), 0.2, True).numpy()  # the kernel called directly
     assert max_diff(a, b) == 0
     assert max_diff(c, d) == 0
+    assert max_diff(e, f) == 0 and (e == 0).any()
 
 
 # -- each framework's own semantics ------------------------------------------------------
