@@ -18,7 +18,10 @@ What is covered, per framework, is listed in ``COVERED``. Calls with ``p == 0`` 
 ``p == 1``, which is not random) or in eval mode draw nothing, on either side. When the k-th
 calls of the two frameworks do not correspond (different mask shape, ``p`` or function) a
 :class:`~paddlefix.align.RandomnessError` names both call sites: the framework, the layer
-path (for models given to ``models=`` / :meth:`SameRandomness.watch`), and file:line.
+path (for models given to ``models=`` / :meth:`SameRandomness.watch`), and file:line. Shapes
+differing only by merged leading dimensions (torch ``MultiheadAttention``'s
+``[batch * heads, L, S]`` against ``[batch, heads, L, S]``) correspond: NumPy fills both in the
+same row-major order. A torch dropout during backward (activation recomputation) is refused.
 
 For the duration the context also seeds both frameworks' own generators with ``seed`` (for
 random operations it does not cover), turns on deterministic algorithms (torch
