@@ -581,3 +581,22 @@ def test_the_public_names_import_no_framework():
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+@pytest.mark.parametrize("variant", ["plain", "causal", "bool-mask", "float-mask", "gqa", "scale"])
+def test_sdpa_math_path_equals_the_stock_function(variant):
+    """With a tiny dropout_p (no element dropped) the math path gives the stock result."""
+    g = torch.Generator().manual_seed(0)
+    q = torch.randn(2, 4, 5, 8, generator=g)
+    k = torch.randn(2, 4 if variant != "gqa" else 2, 6, 8, generator=g)
+    v = torch.randn(2, k.shape[1], 6, 8, generator=g)
+    kwargs = {
+        "plain": {}, "causal": {"is_causal": True}, "gqa": {"enable_gqa": True}, "scale": {"scale": 0.3},
+        "bool-mask": {"attn_mask": torch.rand(5, 6, generator=g) > 0.3},
+        "float-mask": {"attn_mask": torch.randn(2, 1, 5, 6, generator=g)},
+    }[variant]
+    stock = TF.scaled_dot_product_attention(q, k, v, **kwargs)
+    with align.same_randomness(seed=0) as rnd:
+        ours = TF.scaled_dot_product_attention(q, k, v, dropout_p=1e-9, **kwargs)
+    assert rnd.report.drawn["torch"] == 1
+    torch.testing.assert_close(ours, stock, rtol=1e-5, atol=1e-6)
