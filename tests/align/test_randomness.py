@@ -600,3 +600,12 @@ def test_sdpa_math_path_equals_the_stock_function(variant):
         ours = TF.scaled_dot_product_attention(q, k, v, dropout_p=1e-9, **kwargs)
     assert rnd.report.drawn["torch"] == 1
     torch.testing.assert_close(ours, stock, rtol=1e-5, atol=1e-6)
+
+
+def test_p_given_as_a_float32_tensor_matches_the_python_float():
+    x = np.ones((4, 6), dtype="float32")
+    with align.same_randomness(seed=0) as rnd:
+        a = PF.dropout(paddle.to_tensor(x), paddle.to_tensor([0.1], dtype="float32")).numpy()  # 0.10000000149...
+        b = TF.dropout(torch.from_numpy(x), 0.1).numpy()
+    assert rnd.report.drawn == {"paddle": 1, "torch": 1}
+    np.testing.assert_allclose(a, b, rtol=1e-6)
