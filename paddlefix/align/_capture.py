@@ -137,6 +137,13 @@ class _Ops:
             elif p.grad is not None:
                 p.clear_gradient(False)
 
+    def version(self, tensor: Any) -> int:
+        """The tensor's in-place modification counter (0 where the framework has none)."""
+        try:
+            return int(tensor._version if self.framework == "torch" else tensor.inplace_version)
+        except (AttributeError, RuntimeError):
+            return 0
+
     def is_floating(self, tensor: Any) -> bool:
         if self.framework == "torch":
             return bool(tensor.is_floating_point() or tensor.is_complex())
@@ -287,14 +294,14 @@ class _Recorder:
         self.grads: list[GradEvent] = []
         self.calls: dict[str, int] = {}
         self.pending_inputs: dict[tuple[str, int], list[np.ndarray]] = {}
-        self.cache: dict[int, tuple[Any, np.ndarray]] = {}
+        self.cache: dict[tuple[int, int], tuple[Any, np.ndarray]] = {}
         for h in self.grad_handles:
             _remove(h)
         self.grad_handles = []
 
     def array(self, tensor: Any) -> "np.ndarray":
         """The tensor as NumPy, converted once per step (the same tensor passed on is not copied again)."""
-        key = id(tensor)
+        key = (id(tensor), self.ops.version(tensor))  # an in-place change makes it a new value
         hit = self.cache.get(key)
         if hit is not None and hit[0] is tensor:
             return hit[1]
