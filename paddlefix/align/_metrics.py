@@ -314,7 +314,7 @@ def tensor_metrics(actual: Any, expected: Any, rtol: float | None = None, atol: 
         m.scale_rel = m.max_abs / m.expected_max
     elif m.max_abs > 0:
         m.scale_rel = math.inf
-    if a64.dtype.kind == "f" and np.all(finite | equal_special):
+    if e.dtype.kind == "f" and np.all(finite | equal_special):
         fa = np.where(finite, a64, 0.0).ravel()
         fe = np.where(finite, e64, 0.0).ravel()
         na, ne = float(np.linalg.norm(fa)), float(np.linalg.norm(fe))
