@@ -89,11 +89,12 @@ class _PairView:
         return self.pairs.index(pair)
 
 
-def to_paddle_layout(param_pair: Any, array: "np.ndarray") -> "np.ndarray | None":
+def to_paddle_layout(param_pair: Any, array: "np.ndarray", rule: Any = None) -> "np.ndarray | None":
     """The torch ``array`` of ``param_pair`` in the Paddle layout, or None if the transform is unknown.
 
     ``copy`` / ``rename``: as is; ``transpose``: axes reversed (a Linear weight); any other
-    transform: the pair's own ``to_paddle`` callable if it has one.
+    transform: the pair's own ``to_paddle`` callable if it has one, else the ``to_paddle`` of the
+    rules-table ``rule``'s ParamRule for this Paddle local name.
     """
     import numpy as np
 
@@ -105,7 +106,27 @@ def to_paddle_layout(param_pair: Any, array: "np.ndarray") -> "np.ndarray | None
     fn = getattr(param_pair, "to_paddle", None)
     if callable(fn):
         return np.asarray(fn(array))
+    if rule is not None:
+        local = param_pair.paddle_name.rsplit(".", 1)[-1]
+        for pr in getattr(rule, "params", ()):
+            if getattr(pr, "paddle", None) == local and callable(getattr(pr, "to_paddle", None)):
+                return np.asarray(pr.to_paddle(array))
     return None
+
+
+def _rule_of(pair: Any) -> Any:
+    """The rules-table entry named by ``pair.rule`` (None if unknown or the table is unavailable)."""
+    name = getattr(pair, "rule", None)
+    if not name:
+        return None
+    try:
+        from . import rules
+    except ImportError:
+        return None
+    try:
+        return rules.rule_by_name(name)
+    except Exception:
+        return None
 
 
 # --------------------------------------------------------------------------- entry point
@@ -168,6 +189,10 @@ class _Differ:
         self.params_differ_from: int | None = None  # first step after which parameters differ
         self.param_pairs = [pp for pp in view.params]
 
+    def layout(self, pp: Any, array: Any) -> Any:
+        rule = _rule_of(self.view.pairs[pp.pair]) if _valid_pair(pp, self.view) else None
+        return to_paddle_layout(pp, array, rule)
+
     def metrics(self, a: Any, e: Any) -> Metrics:
         return tensor_metrics(a, e, tolerance=self.tol)
 
@@ -200,7 +225,8 @@ class _Differ:
         a, b = normalise_optimizer(self.pd.optimizer), normalise_optimizer(self.pt.optimizer)
         if not a or not b:
             return
-        for key in ("type", "lr", "eps", "beta1", "beta2", "weight_decay", "momentum", "nesterov", "amsgrad"):
+        for key in ("type", "lr", "eps", "beta1", "beta2", "weight_decay", "decay", "momentum", "nesterov",
+                    "amsgrad"):
             if key in a and key in b and not same_value(a[key], b[key]):
                 if key == "type" and a[key].lower() == b[key].lower():
                     continue
@@ -447,7 +473,7 @@ class _Differ:
         for order, pp in enumerate(self.param_pairs):
             if pp.paddle_name not in ps.param_grads and pp.torch_name not in ts.param_grads:
                 continue
-            pair = self.view.pairs[pp.pair] if isinstance(pp.pair, int) and pp.pair < len(self.view.pairs) else None
+            pair = self.view.pairs[pp.pair] if _valid_pair(pp, self.view) else None
             row = Row("param_grad", s, order, pp.paddle_name, pp.torch_name,
                       pair.paddle_type if pair is not None else "", 0, what=pp.how or "copy")
             a, b = ps.param_grads.get(pp.paddle_name), ts.param_grads.get(pp.torch_name)
@@ -459,7 +485,7 @@ class _Differ:
                 m = missing_metrics(b if a is None else a, "paddle" if a is None else "torch")
                 m.problem = f"no gradient on the {'paddle' if a is None else 'torch'} side"
             else:
-                bt = to_paddle_layout(pp, b)
+                bt = self.layout(pp, b)
                 if bt is None:
                     row.status, row.note = "skipped", f"transform {pp.how!r}: no to_paddle known to compare"
                     self.rows.append(row)
@@ -484,7 +510,7 @@ class _Differ:
 
     def _owner(self, paddle_name: str) -> str | None:
         for pp in self.param_pairs:
-            if pp.paddle_name == paddle_name and isinstance(pp.pair, int) and pp.pair < len(self.view.pairs):
+            if pp.paddle_name == paddle_name and _valid_pair(pp, self.view):
                 return self.view.pairs[pp.pair].paddle_path
         return None
 
@@ -502,11 +528,11 @@ class _Differ:
         for order, pp in enumerate(self.param_pairs):
             if pp.paddle_name not in ps.params_after or pp.torch_name not in ts.params_after:
                 continue
-            pair = self.view.pairs[pp.pair] if isinstance(pp.pair, int) and pp.pair < len(self.view.pairs) else None
+            pair = self.view.pairs[pp.pair] if _valid_pair(pp, self.view) else None
             row = Row("step", s, order, pp.paddle_name, pp.torch_name, pair.paddle_type if pair is not None else "",
                       0, what="value after step")
             a = ps.params_after[pp.paddle_name]
-            b = to_paddle_layout(pp, ts.params_after[pp.torch_name])
+            b = self.layout(pp, ts.params_after[pp.torch_name])
             if b is None:
                 row.status, row.note = "skipped", f"transform {pp.how!r}: no to_paddle known to compare"
                 self.rows.append(row)
@@ -515,7 +541,7 @@ class _Differ:
             row.metrics, row.tensors = m, [(pp.paddle_name, m)]
             a0, b0 = pd_before.get(pp.paddle_name), pt_before.get(pp.torch_name)
             if a0 is not None and b0 is not None and m.problem is None:
-                b0 = to_paddle_layout(pp, b0)
+                b0 = self.layout(pp, b0)
                 verdict = self._update_check(pp.paddle_name, a0, a, b0, b)
                 m.extra.update(verdict)
                 explained = verdict["unexplained"] == 0
@@ -594,7 +620,7 @@ class _Differ:
                     bp_pd[f"loss_{i}"], bp_pt[f"loss_{i}"] = np.array([a.loss]), np.array([b.loss])
                 for pp in self.param_pairs:
                     ga, gb = a.param_grads.get(pp.paddle_name), b.param_grads.get(pp.torch_name)
-                    gb = to_paddle_layout(pp, gb) if gb is not None else None
+                    gb = self.layout(pp, gb) if gb is not None else None
                     if ga is not None and gb is not None and ga.shape == gb.shape:
                         bp_pd[f"grad_{i}.{pp.paddle_name}"], bp_pt[f"grad_{i}.{pp.paddle_name}"] = ga, gb
             out["bp_align"] = self._triple(bp_pd, bp_pt)
@@ -603,7 +629,7 @@ class _Differ:
         for i, (a, b) in enumerate(zip(ps, ts)):
             for pp in self.param_pairs:
                 va, vb = a.params_after.get(pp.paddle_name), b.params_after.get(pp.torch_name)
-                vb = to_paddle_layout(pp, vb) if vb is not None else None
+                vb = self.layout(pp, vb) if vb is not None else None
                 if va is not None and vb is not None and va.shape == vb.shape:
                     tr_pd[f"step_{i}.{pp.paddle_name}"], tr_pt[f"step_{i}.{pp.paddle_name}"] = va, vb
         if tr_pd:
@@ -615,6 +641,11 @@ class _Differ:
 
 
 # --------------------------------------------------------------------------- helpers
+def _valid_pair(pp: Any, view: _PairView) -> bool:
+    """Whether ``pp.pair`` indexes a layer pair (-1: paired by a parameter-level name rule)."""
+    return isinstance(pp.pair, int) and 0 <= pp.pair < len(view.pairs)
+
+
 def _rel(a: "np.ndarray", b: "np.ndarray") -> "np.ndarray":
     import numpy as np
 
@@ -683,20 +714,22 @@ def same_value(a: Any, b: Any) -> bool:
 
 
 _OPT_KEYS = {
-    "type": ("type", "class", "name"),
+    "type": ("class", "type", "name"),
     "lr": ("lr", "learning_rate"),
     "eps": ("eps", "epsilon"),
     "weight_decay": ("weight_decay", "coeff", "decay"),
     "momentum": ("momentum",),
     "nesterov": ("nesterov", "use_nesterov"),
     "amsgrad": ("amsgrad",),
+    "decay": ("decay",),
     "decayed": ("decayed", "decayed_params", "decay_params", "decayed_parameters"),
 }
 
 
 def normalise_optimizer(info: dict[str, Any]) -> dict[str, Any]:
     """The optimizer hyper-parameters under one set of names: ``type``, ``lr``, ``eps``, ``beta1``,
-    ``beta2``, ``weight_decay``, ``momentum``, ``nesterov``, ``amsgrad``, ``decayed`` (the full names
+    ``beta2``, ``weight_decay``, ``decay`` (``"decoupled"`` / ``"l2"``), ``momentum``, ``nesterov``,
+    ``amsgrad``, ``decayed`` (the full names
     of the parameters weight decay applies to). Accepts torch's and Paddle's names (``learning_rate``,
     ``epsilon``, ``betas``, ``coeff``, ...)."""
     if not info:
@@ -712,8 +745,6 @@ def normalise_optimizer(info: dict[str, Any]) -> dict[str, Any]:
     for k in ("beta1", "beta2"):
         if k in info:
             out[k] = info[k]
-    if isinstance(out.get("type"), str):
-        out["type"] = str(out["type"])
     if "decayed" in out:
         out["decayed"] = list(out["decayed"])
     return out

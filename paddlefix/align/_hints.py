@@ -40,7 +40,7 @@ _CONFIG_HINTS = {
     "epsilon": "the normalisation epsilon differs: pass the torch value as epsilon",
     "momentum": "Paddle's BatchNorm momentum is 1 - torch's (torch momentum=0.1 is Paddle momentum=0.9)",
     "approximate": "GELU approximation differs: torch approximate='tanh' is Paddle approximate=True, "
-                   "torch 'none' is Paddle False",
+                   "torch 'none' is Paddle False (the tanh approximation differs by up to ~1e-3)",
     "padding_idx": "padding_idx differs: the padding row's gradient is zeroed on one side only",
     "bias": "a bias is present on one side only (Paddle: bias_attr=False removes it)",
     "exclusive": "average pooling: Paddle exclusive=True is torch count_include_pad=False",
@@ -53,8 +53,9 @@ _CONFIG_HINTS = {
 
 def config_hint(label: str, paddle_value: Any, torch_value: Any) -> str:
     """The hint for a configuration difference ``label`` (values in one convention)."""
-    base = _CONFIG_HINTS.get(label, _CONFIG_HINTS.get(label.split(".")[-1], f"{label} differs"))
-    if label.split(".")[-1] == "momentum":
+    key = label.split(" ")[0].split(".")[-1]  # "momentum (torch convention)" -> "momentum"
+    base = _CONFIG_HINTS.get(label, _CONFIG_HINTS.get(key, f"{label} differs"))
+    if key == "momentum":
         try:
             if abs(float(paddle_value) + float(torch_value) - 1.0) < 1e-6:
                 base += "; these two add up to 1: the value was copied without converting"
@@ -94,6 +95,9 @@ def _finding_hint(f: "Finding") -> str:
         if f.label == "eps":
             return "optimizer epsilon differs (torch Adam/AdamW eps=1e-8 is Paddle epsilon=1e-8; Paddle's default " \
                    "is also 1e-8, check what the port passes)"
+        if f.label == "decay":
+            return "one optimizer decays the weights directly (decoupled, AdamW) and the other adds an L2 " \
+                   "penalty to the gradient (Adam with weight_decay / regularization): not the same update"
         if f.label == "weight_decay":
             return "weight decay differs (torch AdamW default 0.01; Paddle AdamW default 0.01, Adam: none)"
         return f"optimizer {f.label} differs"
@@ -132,7 +136,7 @@ def _untransposed_linears(path: str, d: "_Differ") -> list[str]:
     for pp in d.param_pairs:
         if getattr(pp, "how", None) != "transpose":
             continue
-        pair = d.view.pairs[pp.pair] if isinstance(pp.pair, int) and pp.pair < len(d.view.pairs) else None
+        pair = d.view.pairs[pp.pair] if isinstance(pp.pair, int) and 0 <= pp.pair < len(d.view.pairs) else None
         if pair is None or not (pair.paddle_path == path or path == "" or pair.paddle_path.startswith(path + ".")):
             continue
         a, b = d.pd.params_before.get(pp.paddle_name), d.pt.params_before.get(pp.torch_name)
