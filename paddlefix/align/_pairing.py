@@ -1,0 +1,772 @@
+"""Pairing a Paddle model's layers and parameters with a PyTorch model's (or a state dict's).
+
+This is the piece ``transfer``, ``compare`` and ``same_randomness`` share. How a pairing is made:
+
+1. ``mapping`` (the user's) rewrites the first argument's parameter names: a ``{regex: replacement}``
+   dict applied in order, or a callable ``name -> name | None`` (``None`` drops the entry).
+2. Every layer of the destination that owns parameters or buffers looks for its counterpart by
+   name: the same path (``how="name"``, or ``"mapping"`` when the mapping renamed it), then the
+   Hugging Face <-> paddlenlp name rules (``"hf-names"``, see ``_names.py``).
+3. The layer types on both sides choose the rule (``rules.py``) that maps local names and
+   layouts: never the shapes alone. From a bare state dict the destination's type decides.
+4. What is left is paired by structure (``"structure"``): leaf layers in registration order whose
+   kind and (transformed) parameter shapes fit, only where that is unambiguous (as many candidates
+   as layers); otherwise the layers stay unpaired, with their candidates.
+5. Containers pair when their parameter sets correspond exactly; parameter-less leaves
+   (activations, dropout) pair by position and type inside paired containers when unambiguous.
+
+Tied parameters (one tensor under two names, a decoder tied to the embeddings) are one parameter:
+the first name in registration order is canonical, the others are listed in ``tied``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, NamedTuple, Optional, Sequence, Union
+
+from . import rules as _rules
+from ._errors import TransferError
+from ._names import hf_to_paddle_paths, name_rules, paddle_to_hf_paths
+from .adapters import adapter_for, framework_of
+
+__all__ = ["Pair", "ParamPair", "Missing", "Pairing", "pair", "MappingArg"]
+
+MappingArg = Union[Mapping[str, str], Callable[[str], Optional[str]], None]
+
+
+class Pair(NamedTuple):
+    """Two layers that correspond (leaf or container)."""
+
+    paddle_path: str
+    """Dotted path in the Paddle model ("" is the root)."""
+    torch_path: str
+    paddle_type: str
+    """Class name ("" when that side is a bare state dict)."""
+    torch_type: str
+    rule: str | None
+    """The ``rules.py`` entry converting the weights; ``same-names`` for layers without an entry
+    whose local names and shapes agree; None for layers without own parameters."""
+    how: str
+    """``name``, ``mapping``, ``hf-names``, ``structure`` (or ``position`` for parameter-less leaves)."""
+
+
+class ParamPair(NamedTuple):
+    """One destination parameter / buffer and the source entry that sets it."""
+
+    paddle_name: str
+    torch_name: str
+    how: str
+    """Transform name: ``copy``, ``transpose``, ``rename``, ``split``, ``join``, ..."""
+    pair: int
+    """Index into :attr:`Pairing.pairs` (-1 when the entry was paired by a parameter-level name rule)."""
+
+
+class Missing(NamedTuple):
+    """A destination parameter or buffer nothing sets, and why."""
+
+    name: str
+    reason: str
+    candidates: tuple[str, ...]
+
+
+class _Step(NamedTuple):
+    dst_unit: str
+    src_unit: str
+    dst_names: tuple[str, ...]
+    src_names: tuple[str, ...]
+    rule: Any  # LayerRule | None
+    param_rule: Any  # ParamRule | None
+    how: str
+    pair_how: str
+
+
+@dataclass
+class _Unit:
+    path: str
+    layer: Any
+    type: str | None
+    qualified: str | None
+    params: dict[str, str]
+    """local name -> full name."""
+
+
+@dataclass
+class _Side:
+    framework: str | None
+    model: Any
+    tensors: dict[str, Any]
+    alias: dict[str, str]
+    """full name -> canonical full name (tied tensors)."""
+    units: dict[str, _Unit]
+    layers: list[tuple[str, Any]] = field(default_factory=list)
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        t = self.tensors[name]
+        return tuple(int(d) for d in t.shape)
+
+    def canonical(self, name: str) -> str:
+        return self.alias.get(name, name)
+
+
+def _join(path: str, local: str) -> str:
+    return f"{path}.{local}" if path else local
+
+
+def _side_from_model(model: Any) -> _Side:
+    ad = adapter_for(model)
+    tensors: dict[str, Any] = {}
+    alias: dict[str, str] = {}
+    first: dict[int, str] = {}
+    units: dict[str, _Unit] = {}
+    layers = ad.named_layers(model)
+    for path, layer in layers:
+        locals_: dict[str, str] = {}
+        for local, t in ad.own_params(layer) + ad.own_buffers(layer):
+            full = _join(path, local)
+            tensors[full] = t
+            key = id(t)
+            if key in first:
+                alias[full] = first[key]
+            else:
+                first[key] = full
+            locals_[local] = full
+        if locals_:
+            units[path] = _Unit(path, layer, ad.type_name(layer), ad.qualified_type(layer), locals_)
+    return _Side(ad.framework, model, tensors, alias, units, layers)
+
+
+def _side_from_state_dict(sd: Mapping[str, Any], framework: str | None) -> _Side:
+    tensors: dict[str, Any] = {}
+    alias: dict[str, str] = {}
+    units: dict[str, _Unit] = {}
+    seen: dict[tuple, str] = {}
+    for name, t in sd.items():
+        if not isinstance(name, str):
+            raise TransferError(f"src: state dict keys must be strings, got {type(name).__name__} {name!r}")
+        if not hasattr(t, "shape"):
+            raise TransferError(
+                f"src: state dict entry {name!r} is a {type(t).__name__}, not a tensor or NumPy array"
+            )
+        tensors[name] = t
+        ptr = getattr(t, "data_ptr", None)
+        if callable(ptr) and framework_of(t) == "torch" and t.numel() > 0:
+            key = (t.data_ptr(), tuple(t.shape), tuple(t.stride()), str(t.dtype))
+            if key in seen:
+                alias[name] = seen[key]
+            else:
+                seen[key] = name
+        path, _, local = name.rpartition(".")
+        units.setdefault(path, _Unit(path, None, None, None, {})).params[local] = name
+    return _Side(framework, None, tensors, alias, units, [])
+
+
+def _apply_mapping(names: list[str], mapping: MappingArg) -> dict[str, str]:
+    """source name -> mapped name (dropped names are absent)."""
+    if mapping is None:
+        return {n: n for n in names}
+    out: dict[str, str] = {}
+    if callable(mapping) and not isinstance(mapping, Mapping):
+        for n in names:
+            m = mapping(n)
+            if m is None:
+                continue
+            if not isinstance(m, str):
+                raise TransferError(f"mapping: the callable returned {type(m).__name__} {m!r} for {n!r}; expected str or None")
+            out[n] = m
+        return out
+    if not isinstance(mapping, Mapping):
+        raise TransferError(
+            f"mapping: expected a dict {{regex: replacement}}, a callable name -> name | None, or None; "
+            f"got {type(mapping).__name__}"
+        )
+    compiled = []
+    for pat, rep in mapping.items():
+        if not isinstance(pat, str) or not (isinstance(rep, str) or rep is None):
+            raise TransferError(f"mapping: entries must be str -> str | None, got {pat!r} -> {rep!r}")
+        try:
+            compiled.append((re.compile(pat), rep))
+        except re.error as exc:
+            raise TransferError(f"mapping: {pat!r} is not a valid regular expression: {exc}") from None
+    for n in names:
+        cur: str | None = n
+        for rx, rep in compiled:
+            if cur is not None and rx.search(cur):
+                cur = None if rep is None else rx.sub(rep, cur)
+        if cur is not None:
+            out[n] = cur
+    return out
+
+
+class Pairing:
+    """The correspondence between a Paddle model and a torch model (or a state dict). Data first.
+
+    Attributes:
+        pairs: layers paired (leaves with parameters, containers, parameter-less leaves), in the
+            Paddle model's registration order.
+        params: every destination parameter / buffer and the source entry setting it.
+        unpaired_paddle / unpaired_torch: paths of layers with own parameters left unpaired.
+        missing: destination parameters / buffers nothing sets, with candidates.
+        unused: source entries no destination uses (tied aliases of used ones excluded).
+        tied: (alias, canonical) names on the destination that share one tensor.
+        src / dst: ``"paddle"`` / ``"torch"`` (``src`` may be None for a NumPy state dict of unknown origin).
+    """
+
+    def __init__(self) -> None:
+        self.pairs: list[Pair] = []
+        self.params: list[ParamPair] = []
+        self.unpaired_paddle: list[str] = []
+        self.unpaired_torch: list[str] = []
+        self.missing: list[Missing] = []
+        self.unused: list[str] = []
+        self.dropped: list[str] = []
+        self.tied: list[tuple[str, str]] = []
+        self.conflicts: list[str] = []
+        self.src: str | None = None
+        self.dst: str = ""
+        self._steps: list[_Step] = []
+        self._src: _Side | None = None
+        self._dst: _Side | None = None
+
+    # -- lookups -------------------------------------------------------------------------
+    def for_paddle(self, path: str) -> Pair | None:
+        """The pair whose Paddle side is ``path``, or None."""
+        for p in self.pairs:
+            if p.paddle_path == path:
+                return p
+        return None
+
+    def for_torch(self, path: str) -> Pair | None:
+        """The pair whose torch side is ``path``, or None."""
+        for p in self.pairs:
+            if p.torch_path == path:
+                return p
+        return None
+
+    def torch_name_of(self, paddle_name: str) -> str | None:
+        """The torch parameter name paired with a Paddle parameter name (tied aliases resolved)."""
+        for p in self.params:
+            if p.paddle_name == paddle_name:
+                return p.torch_name
+        return None
+
+    def paddle_name_of(self, torch_name: str) -> str | None:
+        """The Paddle parameter name paired with a torch parameter name."""
+        for p in self.params:
+            if p.torch_name == torch_name:
+                return p.paddle_name
+        return None
+
+    @property
+    def ok(self) -> bool:
+        """True when every destination parameter is set and nothing conflicts."""
+        return not self.missing and not self.conflicts
+
+    # -- output --------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (JSON-ready)."""
+        return {
+            "src": self.src,
+            "dst": self.dst,
+            "pairs": [p._asdict() for p in self.pairs],
+            "params": [p._asdict() for p in self.params],
+            "unpaired_paddle": list(self.unpaired_paddle),
+            "unpaired_torch": list(self.unpaired_torch),
+            "missing": [{"name": m.name, "reason": m.reason, "candidates": list(m.candidates)} for m in self.missing],
+            "unused": list(self.unused),
+            "dropped": list(self.dropped),
+            "tied": [list(t) for t in self.tied],
+            "conflicts": list(self.conflicts),
+        }
+
+    def __str__(self) -> str:
+        lines = [f"Pairing: {len(self.pairs)} layer pairs, {len(self.params)} parameters"]
+        rows = [(p.paddle_path or "<root>", p.torch_path or "<root>", p.rule or "-", p.how) for p in self.pairs]
+        lines += _table(("paddle", "torch", "rule", "how"), rows)
+        if self.unpaired_paddle:
+            lines.append("unpaired paddle layers: " + ", ".join(self.unpaired_paddle))
+        if self.unpaired_torch:
+            lines.append("unpaired torch layers: " + ", ".join(self.unpaired_torch))
+        for m in self.missing:
+            lines.append(_clip(f"missing {m.name}: {m.reason}"))
+        return "\n".join(_clip(line) for line in lines)
+
+    __repr__ = __str__
+
+
+def _clip(text: str, width: int = 100) -> str:
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def _table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]], width: int = 100) -> list[str]:
+    """Fixed-width columns that fit ``width``: long cells are shortened from the left (paths)."""
+    if not rows:
+        return []
+    n = len(header)
+    widths = [max(len(header[i]), *(len(r[i]) for r in rows)) for i in range(n)]
+    budget = width - 2 * (n - 1)
+    while sum(widths) > budget:
+        i = max(range(n), key=lambda k: widths[k])
+        widths[i] -= 1
+
+    def cell(text: str, w: int) -> str:
+        return text if len(text) <= w else "…" + text[len(text) - w + 1 :]
+
+    out = ["  ".join(cell(h, widths[i]).ljust(widths[i]) for i, h in enumerate(header)).rstrip()]
+    out.append("  ".join("-" * w for w in widths))
+    for r in rows:
+        out.append("  ".join(cell(c, widths[i]).ljust(widths[i]) for i, c in enumerate(r)).rstrip())
+    return out
+
+
+# -- the pairing itself -----------------------------------------------------------------------
+class _Pairer:
+    def __init__(self, src: _Side, dst: _Side, mapping: MappingArg) -> None:
+        self.src, self.dst = src, dst
+        self.same_framework = src.framework == dst.framework
+        names = list(src.tensors)
+        self.mapped = _apply_mapping(names, mapping)
+        self.changed = {n for n, m in self.mapped.items() if m != n}
+        self.dropped = [n for n in names if n not in self.mapped]
+        self.conflicts: list[str] = []
+        by_mapped: dict[str, str] = {}
+        for n, m in self.mapped.items():
+            other = by_mapped.get(m)
+            if other is not None and src.canonical(other) != src.canonical(n):
+                self.conflicts.append(f"source entries {other!r} and {n!r} are both mapped to {m!r}")
+                continue
+            by_mapped.setdefault(m, n)
+        self.by_mapped = by_mapped
+        # mapped layer path -> {mapped local: source full name}
+        self.munits: dict[str, dict[str, str]] = {}
+        for m, n in by_mapped.items():
+            path, _, local = m.rpartition(".")
+            self.munits.setdefault(path, {})[local] = n
+        paddle_model = dst.model if dst.framework == "paddle" else src.model
+        self.name_rules = name_rules(paddle_model)
+        self.steps: list[_Step] = []
+        self.done: set[str] = set()  # destination canonical names set
+        self.used: set[str] = set()  # source names used
+        self.unit_pairs: dict[str, tuple[str, str]] = {}  # dst unit -> (src unit path, how)
+        self.reasons: dict[str, tuple[str, tuple[str, ...]]] = {}
+
+    # direction helpers
+    def _to_src_paths(self, dst_path: str, params: bool = False) -> list[str]:
+        if self.same_framework:
+            return []
+        if self.dst.framework == "paddle":
+            return [p for p, _ in paddle_to_hf_paths(dst_path, self.name_rules, params=params)]
+        return [p for p, _ in hf_to_paddle_paths(dst_path, self.name_rules, params=params)]
+
+    def _rule(self, d: _Unit, s_type: str | None, s_qual: str | None) -> Any:
+        if self.same_framework:
+            return None
+        if self.dst.framework == "paddle":
+            return _rules.find_rule(s_type, d.type, torch_qualified=s_qual, paddle_qualified=d.qualified)
+        return _rules.find_rule(d.type, s_type, torch_qualified=d.qualified, paddle_qualified=s_qual)
+
+    def _src_unit_of(self, src_names: dict[str, str]) -> tuple[str | None, str | None, Any, str]:
+        """Type, qualified type, layer and original path of the source layer owning these names."""
+        any_name = next(iter(src_names.values()))
+        path = any_name.rpartition(".")[0]
+        u = self.src.units.get(path)
+        if u is None:
+            return None, None, None, path
+        return u.type, u.qualified, u.layer, path
+
+    def _resolve(self, d: _Unit, mpath: str, how: str) -> tuple[list[_Step], list[str]] | None:
+        """Steps setting every canonical param of ``d`` from mapped unit ``mpath``, or None if impossible."""
+        snames = self.munits.get(mpath)
+        if not snames:
+            return None
+        s_type, s_qual, s_layer, s_path = self._src_unit_of(snames)
+        rule = self._rule(d, s_type, s_qual)
+        pending = [(loc, full) for loc, full in d.params.items() if full not in self.dst.alias and full not in self.done]
+        if not pending:
+            return None
+        steps: list[_Step] = []
+        problems: list[str] = []
+        if rule is not None and rule.to_paddle is not None:
+            return self._resolve_layer_rule(d, rule, snames, s_layer, s_path, how)
+        dst_is_paddle = self.dst.framework == "paddle"
+        by_dst = (rule.paddle_to_torch_names() if dst_is_paddle else rule.torch_to_paddle_names()) if rule else {}
+        for loc, full in pending:
+            prule = by_dst.get(loc)
+            src_local_names = [prule.torch if dst_is_paddle else prule.paddle] if prule else []
+            src_local_names.append(loc)
+            sname = next((snames[x] for x in src_local_names if x in snames), None)
+            if sname is None:
+                problems.append(f"{full}: no {' / '.join(dict.fromkeys(src_local_names))} in source layer {s_path or '<root>'}")
+                continue
+            t_how = prule.how if prule else "copy"
+            expected = self.src.shape(sname)
+            if t_how == "transpose":
+                expected = tuple(reversed(expected))
+            if expected != self.dst.shape(full):
+                problems.append(
+                    f"{full}: shape {self.dst.shape(full)} but {sname} gives {expected}"
+                    + (f" after {t_how}" if t_how == "transpose" else "")
+                )
+                continue
+            steps.append(_Step(d.path, s_path, (full,), (sname,), rule, prule, t_how, how))
+        if problems:
+            return None if not steps else (steps, problems)
+        return steps, problems
+
+    def _resolve_layer_rule(
+        self, d: _Unit, rule: Any, snames: dict[str, str], s_layer: Any, s_path: str, how: str
+    ) -> tuple[list[_Step], list[str]] | None:
+        dst_is_paddle = self.dst.framework == "paddle"
+        t_layer, p_layer = (s_layer, d.layer) if dst_is_paddle else (d.layer, s_layer)
+        triples = rule.name_pairs(t_layer, p_layer) if rule.name_pairs else None
+        pending = [full for full in d.params.values() if full not in self.dst.alias and full not in self.done]
+        dst_names = tuple(pending)
+        src_names = tuple(snames.values())
+        if triples:
+            hows = sorted({h for _, _, h in triples})
+            t_how = hows[0] if len(hows) == 1 else "+".join(hows)
+        else:
+            t_how = rule.name
+        return [_Step(d.path, s_path, dst_names, src_names, rule, None, t_how, how)], []
+
+    def _accept(self, d: _Unit, mpath: str, steps: list[_Step], how: str) -> None:
+        for st in steps:
+            self.steps.append(st)
+            self.done.update(st.dst_names)
+            self.used.update(st.src_names)
+        src_path = steps[0].src_unit if steps else mpath
+        self.unit_pairs[d.path] = (src_path, how)
+
+    def run(self) -> None:
+        dst, src = self.dst, self.src
+        # 1. parameter-level name rules (local names that differ between HF and paddlenlp)
+        for d in dst.units.values():
+            for loc, full in d.params.items():
+                if full in dst.alias or full in self.done:
+                    continue
+                for cand in self._to_src_paths(full, params=True):
+                    sname = self.by_mapped.get(cand)
+                    if sname is None or sname in self.used or src.shape(sname) != dst.shape(full):
+                        continue
+                    self.steps.append(_Step(d.path, sname.rpartition(".")[0], (full,), (sname,), None, None, "copy", "hf-names"))
+                    self.done.add(full)
+                    self.used.add(sname)
+                    break
+        # 2. layers by name: same path, then HF <-> paddlenlp rules
+        for d in dst.units.values():
+            candidates = [(d.path, "name")] + [(p, "hf-names") for p in self._to_src_paths(d.path)]
+            for mpath, how in candidates:
+                if mpath not in self.munits:
+                    continue
+                if how == "name" and any(n in self.changed for n in self.munits[mpath].values()):
+                    how = "mapping"
+                res = self._resolve(d, mpath, how)
+                if res is None:
+                    continue
+                steps, problems = res
+                if problems:
+                    for p in problems:
+                        name = p.split(":", 1)[0]
+                        self.reasons[name] = (p.split(": ", 1)[1], ())
+                self._accept(d, mpath, steps, how)
+                break
+        # 3. structure: leaf layers left on both sides, by kind and shapes, when unambiguous
+        self._structure()
+
+    def _left_dst(self) -> list[_Unit]:
+        out = []
+        for d in self.dst.units.values():
+            pending = [f for f in d.params.values() if f not in self.dst.alias]
+            if pending and not any(f in self.done for f in pending):
+                out.append(d)
+        return out
+
+    def _left_src(self) -> list[str]:
+        out = []
+        for mpath, names in self.munits.items():
+            if not any(n in self.used or self.src.canonical(n) in self.used for n in names.values()):
+                out.append(mpath)
+        return out
+
+    def _fits(self, d: _Unit, mpath: str) -> list[_Step] | None:
+        snames = self.munits[mpath]
+        s_type, _, _, _ = self._src_unit_of(snames)
+        res = self._resolve(d, mpath, "structure")
+        if res is None or res[1]:
+            return None
+        steps = res[0]
+        if not steps:
+            return None
+        rule = steps[0].rule
+        if rule is None and s_type is not None and s_type != d.type:
+            return None  # layers without a rule pair by structure only when their types are equal
+        used = {n for st in steps for n in st.src_names}
+        drops = set(rule.drop_torch) | set(rule.drop_paddle) if rule is not None else set()
+        extra = [loc for loc, n in snames.items() if n not in used and loc not in drops and self.src.canonical(n) == n]
+        if extra:
+            return None
+        return steps
+
+    def _structure(self) -> None:
+        left_d = self._left_dst()
+        left_s = self._left_src()
+        if not left_d or not left_s:
+            return
+        fits: dict[str, dict[str, list[_Step]]] = {}
+        for d in left_d:
+            fits[d.path] = {}
+            for m in left_s:
+                steps = self._fits(d, m)
+                if steps is not None:
+                    fits[d.path][m] = steps
+        groups: dict[tuple[str, ...], list[_Unit]] = {}
+        for d in left_d:
+            key = tuple(fits[d.path])
+            if key:
+                groups.setdefault(key, []).append(d)
+        for key, ds in groups.items():
+            overlap = any(set(key) & set(k2) for k2 in groups if k2 != key)
+            if len(ds) == len(key) and not overlap:
+                for d, m in zip(ds, key):
+                    self._accept(d, m, fits[d.path][m], "structure")
+            else:
+                for d in ds:
+                    why = (
+                        f"paired by neither name nor structure: {len(ds)} layers of this kind and shape, "
+                        f"{len(key)} source candidates"
+                    )
+                    for full in d.params.values():
+                        if full not in self.dst.alias:
+                            self.reasons[full] = (why, tuple(self._orig_paths(key)))
+
+    def _orig_paths(self, mpaths: tuple[str, ...]) -> list[str]:
+        out = []
+        for m in mpaths:
+            names = self.munits[m]
+            out.append(next(iter(names.values())).rpartition(".")[0])
+        return out
+
+
+def _candidates(src: _Side, unused: list[str], name: str, shape: tuple[int, ...]) -> tuple[str, ...]:
+    fit = [n for n in unused if src.shape(n) in (shape, tuple(reversed(shape)))]
+    fit.sort(key=lambda n: -difflib.SequenceMatcher(None, n, name).ratio())
+    return tuple(fit[:5])
+
+
+def _build(src: _Side, dst: _Side, mapping: MappingArg) -> Pairing:
+    p = _Pairer(src, dst, mapping)
+    p.run()
+    out = Pairing()
+    out.src, out.dst = src.framework, dst.framework or ""
+    out._steps, out._src, out._dst = p.steps, src, dst
+    out.conflicts = list(p.conflicts)
+    out.dropped = p.dropped
+    dst_is_paddle = dst.framework == "paddle"
+
+    # unused source names (tied aliases of used ones count as used; rule-dropped buffers listed)
+    used_canon = {src.canonical(n) for n in p.used}
+    out.unused = [n for n in src.tensors if n in p.mapped and n not in p.used and src.canonical(n) not in used_canon]
+    # missing destination names
+    drops: set[str] = set()
+    for d in dst.units.values():
+        s_path = p.unit_pairs.get(d.path, (None,))[0]
+        rule = None
+        for st in p.steps:
+            if st.dst_unit == d.path and st.rule is not None:
+                rule = st.rule
+                break
+        if rule is None and d.type is not None and not p.same_framework:
+            rule = p._rule(d, None, None)
+        if rule is not None:
+            dropped_locals = rule.drop_paddle if dst_is_paddle else rule.drop_torch
+            drops.update(d.params[loc] for loc in dropped_locals if loc in d.params)
+        del s_path
+    # source entries a rule drops (num_batches_tracked) are not "unused" when their layer paired
+    src_drop: set[str] = set()
+    for st in p.steps:
+        if st.rule is not None:
+            locals_ = st.rule.drop_torch if dst_is_paddle else st.rule.drop_paddle
+            for loc in locals_:
+                n = _join(st.src_unit, loc)
+                if n in src.tensors:
+                    src_drop.add(n)
+    out.unused = [n for n in out.unused if n not in src_drop]
+    for full in dst.tensors:
+        if full in dst.alias:
+            out.tied.append((full, dst.alias[full]))
+            continue
+        if full in p.done or full in drops:
+            continue
+        reason, cands = p.reasons.get(full, ("no source entry pairs with it", ()))
+        if not cands:
+            cands = _candidates(src, out.unused, full, dst.shape(full))
+        out.missing.append(Missing(full, reason, cands))
+
+    _pairs_and_params(out, p, src, dst)
+    return out
+
+
+def _pairs_and_params(out: Pairing, p: _Pairer, src: _Side, dst: _Side) -> None:
+    paddle_side, torch_side = (dst, src) if dst.framework == "paddle" else (src, dst)
+    dst_is_paddle = dst.framework == "paddle"
+    # leaf pairs from steps
+    leaf: dict[str, tuple[str, str, str | None]] = {}  # paddle path -> (torch path, how, rule)
+    for st in p.steps:
+        if st.pair_how == "hf-names" and st.rule is None and st.param_rule is None and st.dst_unit not in p.unit_pairs:
+            continue  # a parameter-level rule, not a layer pair
+        pp, tp = (st.dst_unit, st.src_unit) if dst_is_paddle else (st.src_unit, st.dst_unit)
+        rule_name = st.rule.name if st.rule is not None else ("copy" if p.same_framework else "same-names")
+        leaf.setdefault(pp, (tp, st.pair_how, rule_name))
+
+    def types(side: _Side, path: str) -> str:
+        u = side.units.get(path)
+        if u is not None and u.type:
+            return u.type
+        for lp, layer in side.layers:
+            if lp == path:
+                return type(layer).__name__
+        return ""
+
+    pairs: dict[str, Pair] = {}
+    for pp, (tp, how, rule) in leaf.items():
+        pairs[pp] = Pair(pp, tp, types(paddle_side, pp), types(torch_side, tp), rule, how)
+
+    # containers: parameter sets correspond exactly
+    if paddle_side.model is not None and torch_side.model is not None:
+        _containers(pairs, p, paddle_side, torch_side, dst_is_paddle)
+
+    order = {path: i for i, (path, _) in enumerate(paddle_side.layers)}
+    if not order:
+        order = {path: i for i, path in enumerate(paddle_side.units)}
+    out.pairs = sorted(pairs.values(), key=lambda x: order.get(x.paddle_path, len(order)))
+    index = {x.paddle_path: i for i, x in enumerate(out.pairs)}
+    for st in p.steps:
+        pp = st.dst_unit if dst_is_paddle else st.src_unit
+        k = index.get(pp, -1)
+        if len(st.dst_names) == 1 and len(st.src_names) == 1:
+            dn, sn = st.dst_names[0], st.src_names[0]
+            out.params.append(ParamPair(*((dn, sn) if dst_is_paddle else (sn, dn)), st.how, k))
+        else:
+            for dn in st.dst_names:
+                sn = "+".join(st.src_names)
+                out.params.append(ParamPair(*((dn, sn) if dst_is_paddle else (sn, dn)), st.how, k))
+    paired_p = set(pairs)
+    paired_t = {x.torch_path for x in pairs.values()}
+    out.unpaired_paddle = [u for u in paddle_side.units if u not in paired_p and _has_canon(paddle_side, u)]
+    out.unpaired_torch = [u for u in torch_side.units if u not in paired_t and _has_canon(torch_side, u)]
+
+
+def _has_canon(side: _Side, path: str) -> bool:
+    return any(f not in side.alias for f in side.units[path].params.values())
+
+
+def _containers(pairs: dict[str, Pair], p: _Pairer, paddle_side: _Side, torch_side: _Side, dst_is_paddle: bool) -> None:
+    # paddle canonical name -> torch canonical name
+    p2t: dict[str, str] = {}
+    for st in p.steps:
+        pn, tn = (st.dst_names, st.src_names) if dst_is_paddle else (st.src_names, st.dst_names)
+        for a in pn:
+            p2t[paddle_side.canonical(a)] = "+".join(sorted(torch_side.canonical(b) for b in tn))
+
+    def rec(side: _Side, path: str) -> set[str]:
+        prefix = path + "." if path else ""
+        return {side.canonical(n) for n in side.tensors if n.startswith(prefix) or not path}
+
+    t_paths = [lp for lp, _ in torch_side.layers]
+    pd_paths = [lp for lp, _ in paddle_side.layers]
+    t_key: dict[frozenset, list[str]] = {}
+    for tp in t_paths:
+        names = rec(torch_side, tp)
+        if names:
+            t_key.setdefault(frozenset(names), []).append(tp)
+    p_key: dict[frozenset, list[str]] = {}
+    for pp in pd_paths:
+        names = rec(paddle_side, pp)
+        if not names or any(n not in p2t for n in names):
+            continue
+        mapped: set[str] = set()
+        for n in names:
+            mapped.update(p2t[n].split("+"))
+        p_key.setdefault(frozenset(mapped), []).append(pp)
+    taken_t = {x.torch_path for x in pairs.values()}
+    for key, pps in p_key.items():
+        tps = [t for t in t_key.get(key, []) if t not in taken_t]
+        pps = [x for x in pps if x not in pairs]
+        for pp, tp in zip(pps, tps):
+            pairs[pp] = Pair(pp, tp, type(dict(paddle_side.layers)[pp]).__name__,
+                             type(dict(torch_side.layers)[tp]).__name__, None, "name" if pp == tp else "structure")
+            taken_t.add(tp)
+    # parameter-less leaves by position and type inside paired layers
+    p_layers, t_layers = dict(paddle_side.layers), dict(torch_side.layers)
+    ad_p, ad_t = adapter_for(paddle_side.model), adapter_for(torch_side.model)
+    for pp, pr in list(pairs.items()):
+        pl, tl = p_layers.get(pp), t_layers.get(pr.torch_path)
+        if pl is None or tl is None:
+            continue
+        pc = [(n, c) for n, c in ad_p.children(pl) if _paramless(ad_p, c)]
+        tc = [(n, c) for n, c in ad_t.children(tl) if _paramless(ad_t, c)]
+        by_kind_p: dict[str, list[str]] = {}
+        by_kind_t: dict[str, list[str]] = {}
+        for n, c in pc:
+            by_kind_p.setdefault(type(c).__name__.lower(), []).append(_join(pp, n))
+        for n, c in tc:
+            by_kind_t.setdefault(_torch_kind(type(c).__name__), []).append(_join(pr.torch_path, n))
+        for kind, plist in by_kind_p.items():
+            tlist = by_kind_t.get(kind, [])
+            if len(plist) == len(tlist):
+                for a, b in zip(plist, tlist):
+                    if a not in pairs and b not in taken_t:
+                        pairs[a] = Pair(a, b, type(p_layers[a]).__name__, type(t_layers[b]).__name__, None, "position")
+                        taken_t.add(b)
+
+
+_TORCH_KINDS = {"geluactivation": "gelu", "dropout1d": "dropout", "dropout2d": "dropout2d", "dropout3d": "dropout3d"}
+
+
+def _torch_kind(name: str) -> str:
+    low = name.lower()
+    return _TORCH_KINDS.get(low, low)
+
+
+def _paramless(ad: Any, layer: Any) -> bool:
+    return not ad.own_params(layer) and not ad.own_buffers(layer) and not ad.children(layer)
+
+
+def _side(obj: Any, what: str, framework_hint: str | None = None) -> _Side:
+    fw = framework_of(obj)
+    if fw is not None:
+        ad = adapter_for(obj)
+        if not ad.is_model(obj):
+            raise TransferError(f"{what}: expected a model or a state dict, got a single tensor")
+        return _side_from_model(obj)
+    if isinstance(obj, Mapping):
+        first = next(iter(obj.values()), None)
+        return _side_from_state_dict(obj, framework_hint or (framework_of(first) if first is not None else None))
+    raise TransferError(
+        f"{what}: expected a torch.nn.Module, a paddle.nn.Layer or a state dict, got {type(obj).__module__}."
+        f"{type(obj).__qualname__}"
+    )
+
+
+def _pair_sides(src: _Side, dst: _Side, mapping: MappingArg) -> Pairing:
+    if src.framework is None:
+        src.framework = "torch" if dst.framework == "paddle" else "paddle"
+    return _build(src, dst, mapping)
+
+
+def pair(a: Any, b: Any, *, mapping: MappingArg = None) -> Pairing:
+    """Pair the layers and parameters of a Paddle model and a torch model (either order).
+
+    ``mapping`` rewrites the names of ``a`` (the first argument) before matching: a dict of
+    ``{regex: replacement}`` applied in order, or a callable ``name -> name | None``. ``a`` may also
+    be a state dict (its names and tensors; the transforms then come from ``b``'s layer types).
+    """
+    fa, fb = framework_of(a), framework_of(b)
+    if fb is None or not adapter_for(b).is_model(b):
+        raise TransferError(
+            f"b: expected a torch.nn.Module or a paddle.nn.Layer, got {type(b).__module__}.{type(b).__qualname__}"
+        )
+    if fa is not None and fa == fb:
+        raise TransferError(f"a and b are both {fa} models; pair() needs one Paddle and one torch model")
+    return _pair_sides(_side(a, "a"), _side(b, "b"), mapping)

@@ -1,0 +1,253 @@
+"""``transfer``: copy weights between a PyTorch model and its Paddle port, by layer, exactly.
+
+    report = transfer(torch_model, paddle_model)        # torch -> paddle, in place
+    report = transfer(paddle_model, torch_model)        # and back
+    report = transfer("pytorch_model.bin", paddle_model, mapping={r"^splinter\\.": "bert."})
+
+The pairing (``_pairing.pair``) decides which source entry sets which destination parameter and
+the layer types on both sides decide the layout transform (``rules.py``). Every copied value is
+the source's bit for bit after that transform; the destination keeps its dtype (a change is
+reported). With ``strict=True`` nothing in ``dst`` changes unless every destination parameter and
+buffer can be set.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any, Mapping, NamedTuple
+
+from ._errors import TransferError
+from ._pairing import MappingArg, Missing, Pairing, _pair_sides, _side, _table, _clip
+from .adapters import adapter_for, framework_of
+
+__all__ = ["transfer", "TransferReport", "TransferError", "Copied"]
+
+_LOG = logging.getLogger("paddlefix.align")
+
+
+class Copied(NamedTuple):
+    """One destination entry set by ``transfer``."""
+
+    src: str
+    """Source name (``a+b`` when several source entries feed one destination entry)."""
+    dst: str
+    how: str
+    """``copy``, ``transpose``, ``rename``, ``split``, ``join``, ..."""
+    dtype: str | None
+    """``"float64 -> float32"`` when the value was cast to the destination's dtype, else None."""
+
+
+class TransferReport:
+    """What ``transfer`` did. Data first: :meth:`to_dict`; ``str()`` is a table (≤ 100 columns).
+
+    Attributes:
+        copied: every destination entry set, with its source and transform.
+        unused: source entries nothing used (always listed: nothing is silent).
+        missing: destination parameters / buffers not set, with the reason and candidates.
+        tied: destination names that share one tensor with another (set once).
+        dropped: source entries the ``mapping`` dropped.
+        src / dst: frameworks (``"torch"`` / ``"paddle"``); ``source``: what ``src`` was.
+        pairing: the :class:`~paddlefix.align.Pairing` used.
+    """
+
+    def __init__(self, pairing: Pairing, copied: list[Copied], source: str) -> None:
+        self.pairing = pairing
+        self.copied = copied
+        self.unused = list(pairing.unused)
+        self.missing: list[Missing] = list(pairing.missing)
+        self.tied = list(pairing.tied)
+        self.dropped = list(pairing.dropped)
+        self.src = pairing.src
+        self.dst = pairing.dst
+        self.source = source
+
+    @property
+    def ok(self) -> bool:
+        """True when every destination entry was set and no source entry was left over."""
+        return not self.missing and not self.unused
+
+    @property
+    def dtype_changes(self) -> list[Copied]:
+        """The copies that cast the value to the destination's dtype."""
+        return [c for c in self.copied if c.dtype]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (JSON-ready)."""
+        return {
+            "ok": self.ok,
+            "src": self.src,
+            "dst": self.dst,
+            "source": self.source,
+            "copied": [c._asdict() for c in self.copied],
+            "unused": list(self.unused),
+            "missing": [{"name": m.name, "reason": m.reason, "candidates": list(m.candidates)} for m in self.missing],
+            "tied": [list(t) for t in self.tied],
+            "dropped": list(self.dropped),
+            "pairs": [p._asdict() for p in self.pairing.pairs],
+        }
+
+    def __str__(self) -> str:
+        hows: dict[str, int] = {}
+        for c in self.copied:
+            hows[c.how] = hows.get(c.how, 0) + 1
+        summary = ", ".join(f"{n} {h}" for h, n in sorted(hows.items()))
+        lines = [
+            f"transfer {self.src} -> {self.dst} ({self.source}): {len(self.copied)} set ({summary}), "
+            f"{len(self.missing)} missing, {len(self.unused)} unused" + ("" if self.ok else "  [NOT OK]")
+        ]
+        rows = [(c.src, c.dst, c.how + (f" ({c.dtype})" if c.dtype else "")) for c in self.copied]
+        lines += _table(("source", "destination", "how"), rows)
+        for alias, canon in self.tied:
+            lines.append(f"tied: {alias} = {canon}")
+        for m in self.missing:
+            cand = f"; candidates: {', '.join(m.candidates)}" if m.candidates else ""
+            lines.append(f"missing: {m.name}: {m.reason}{cand}")
+        for n in self.unused:
+            lines.append(f"unused: {n}")
+        if self.dropped:
+            lines.append(f"dropped by mapping: {', '.join(self.dropped)}")
+        return "\n".join(_clip(line) for line in lines)
+
+    __repr__ = __str__
+
+
+def _describe_source(src: Any) -> str:
+    if isinstance(src, (str, os.PathLike)):
+        return os.path.basename(os.fspath(src))
+    if isinstance(src, Mapping):
+        return "state dict"
+    return type(src).__name__
+
+
+def _local(full: str, unit: str) -> str:
+    return full[len(unit) + 1 :] if unit else full
+
+
+def transfer(src: Any, dst: Any, *, mapping: MappingArg = None, strict: bool = True) -> TransferReport:
+    """Copy the weights of ``src`` into ``dst`` (in place), by layer, with the right layout.
+
+    Args:
+        src: a ``torch.nn.Module``, a ``paddle.nn.Layer``, a state dict (names to torch / Paddle
+            tensors or NumPy arrays; NumPy arrays are taken in the other framework's layout, or
+            Paddle's for ``.pdparams``), or a checkpoint path (``.bin`` / ``.pt`` / ``.pth`` read
+            with torch's weights-only loading, ``.safetensors``, ``.pdparams``).
+        dst: a ``torch.nn.Module`` or ``paddle.nn.Layer``; the direction follows from the types.
+        mapping: rewrites source names before matching: ``{regex: replacement}`` applied in order
+            (a ``None`` replacement drops the entry), or a callable ``name -> name | None``.
+        strict: when True (default) raise :class:`TransferError` and change nothing in ``dst`` if
+            any destination parameter or buffer would be left unset; when False copy what pairs.
+
+    Returns:
+        A :class:`TransferReport` (``copied``, ``unused``, ``missing``, ``ok``).
+    """
+    if framework_of(dst) is None or not adapter_for(dst).is_model(dst):
+        raise TransferError(
+            f"dst: expected a torch.nn.Module or a paddle.nn.Layer to copy into, got "
+            f"{type(dst).__module__}.{type(dst).__qualname__}"
+        )
+    if not isinstance(strict, bool):
+        raise TransferError(f"strict: expected True or False, got {strict!r}")
+    hint: str | None = None
+    if isinstance(src, (str, os.PathLike)):
+        from ._checkpoint import load_checkpoint
+
+        state, hint = load_checkpoint(src)
+        src_side = _side(state, "src", hint)
+    else:
+        src_side = _side(src, "src")
+    dst_side = _side(dst, "dst")
+    pairing = _pair_sides(src_side, dst_side, mapping)
+    if pairing.conflicts:
+        raise TransferError("mapping: " + "; ".join(pairing.conflicts) + "; nothing was changed in dst")
+    if strict and pairing.missing:
+        raise TransferError(_missing_message(pairing))
+
+    dst_ad = adapter_for(dst)
+    # Validate the layer-level conversions (shapes) before anything in dst changes.
+    converted: dict[int, dict[str, Any]] = {}
+    problems: list[str] = []
+    for i, st in enumerate(pairing._steps):
+        if st.rule is None or st.param_rule is not None or (st.rule.to_paddle is None and st.rule.to_torch is None):
+            continue
+        out = _convert_layer(pairing, st)
+        for full in st.dst_names:
+            local = _local(full, st.dst_unit)
+            if local not in out:
+                problems.append(f"{full}: rule {st.rule.name!r} produced no {local!r}")
+            elif tuple(out[local].shape) != dst_side.shape(full):
+                problems.append(f"{full}: shape {dst_side.shape(full)} but rule {st.rule.name!r} gives {tuple(out[local].shape)}")
+        converted[i] = out
+    if problems:
+        if strict:
+            raise TransferError("transfer: shapes cannot be reconciled; nothing was changed in dst:\n  - " + "\n  - ".join(problems))
+        for p in problems:
+            pairing.missing.append(Missing(p.split(":", 1)[0], p.split(": ", 1)[1], ()))
+
+    bad = {m.name for m in pairing.missing}
+    copied: list[Copied] = []
+    for i, st in enumerate(pairing._steps):
+        if i in converted:
+            out = converted.pop(i)
+            for full in st.dst_names:
+                if full in bad:
+                    continue
+                copied.append(_assign(dst_ad, dst_side.tensors[full], out[_local(full, st.dst_unit)], "+".join(st.src_names), full, st.how))
+            continue
+        sname, full = st.src_names[0], st.dst_names[0]
+        if full in bad:
+            continue
+        value = src_side.tensors[sname]
+        arr = _as_numpy(value)
+        if st.param_rule is not None:
+            fn = st.param_rule.to_paddle if pairing.dst == "paddle" else st.param_rule.to_torch
+            arr = fn(arr)
+        copied.append(_assign(dst_ad, dst_side.tensors[full], arr, sname, full, st.how))
+        del arr
+    report = TransferReport(pairing, copied, _describe_source(src))
+    _LOG.info("transfer: %d set, %d missing, %d unused", len(copied), len(report.missing), len(report.unused))
+    return report
+
+
+def _as_numpy(value: Any) -> Any:
+    import numpy as np
+
+    fw = framework_of(value)
+    if fw is not None:
+        return adapter_for(value).to_numpy(value)
+    return np.asarray(value)
+
+
+def _assign(ad: Any, tensor: Any, arr: Any, sname: str, dname: str, how: str) -> Copied:
+    src_dtype = str(arr.dtype)
+    dst_dtype = ad.dtype_name(tensor)
+    ad.assign(tensor, arr)
+    change = None if src_dtype == dst_dtype else f"{src_dtype} -> {dst_dtype}"
+    return Copied(sname, dname, how, change)
+
+
+def _convert_layer(pairing: Pairing, st: Any) -> dict[str, Any]:
+    src_side, dst_side = pairing._src, pairing._dst
+    assert src_side is not None and dst_side is not None
+    arrays = {_local(n, st.src_unit): _as_numpy(src_side.tensors[n]) for n in st.src_names}
+    s_unit = src_side.units.get(st.src_unit)
+    s_layer = s_unit.layer if s_unit is not None else None
+    d_layer = dst_side.units[st.dst_unit].layer
+    if pairing.dst == "paddle":
+        if st.rule.to_paddle is None:
+            raise TransferError(f"rule {st.rule.name!r} cannot convert torch -> paddle")
+        return dict(st.rule.to_paddle(arrays, s_layer, d_layer))
+    if st.rule.to_torch is None:
+        raise TransferError(f"rule {st.rule.name!r} cannot convert paddle -> torch")
+    return dict(st.rule.to_torch(arrays, d_layer, s_layer))
+
+
+def _missing_message(pairing: Pairing) -> str:
+    lines = [f"transfer: {len(pairing.missing)} destination entries would be left unset; nothing was changed in dst:"]
+    for m in pairing.missing:
+        cand = f"; candidates: {', '.join(m.candidates)}" if m.candidates else "; no candidates"
+        lines.append(f"  - {m.name}: {m.reason}{cand}")
+    if pairing.unused:
+        lines.append("unused source entries: " + ", ".join(pairing.unused[:20]) + (" ..." if len(pairing.unused) > 20 else ""))
+    lines.append("pass mapping= to rename source entries, or strict=False to copy what pairs")
+    return "\n".join(lines)

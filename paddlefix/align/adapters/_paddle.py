@@ -1,0 +1,115 @@
+"""The Paddle side of the adapter surface (imports paddle)."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+import paddle
+
+__all__ = ["PaddleAdapter"]
+
+_DTYPE_NAMES = {
+    "bool": "bool", "float16": "float16", "bfloat16": "bfloat16", "float32": "float32",
+    "float64": "float64", "int8": "int8", "uint8": "uint8", "int16": "int16", "int32": "int32",
+    "int64": "int64", "complex64": "complex64", "complex128": "complex128",
+}
+
+
+class PaddleAdapter:
+    """Adapter for ``paddle.nn.Layer`` models and ``paddle.Tensor`` values."""
+
+    framework = "paddle"
+
+    def is_model(self, obj: Any) -> bool:
+        return isinstance(obj, paddle.nn.Layer)
+
+    def is_tensor(self, obj: Any) -> bool:
+        return isinstance(obj, paddle.Tensor)
+
+    def named_layers(self, model: Any) -> list[tuple[str, Any]]:
+        """(path, layer) in registration order, the root as ``""``, each layer once."""
+        return [(n or "", layer) for n, layer in model.named_sublayers(include_self=True)]
+
+    def children(self, layer: Any) -> list[tuple[str, Any]]:
+        return list(layer.named_children())
+
+    def type_name(self, layer: Any) -> str:
+        return type(layer).__name__
+
+    def qualified_type(self, layer: Any) -> str:
+        return f"{type(layer).__module__}.{type(layer).__qualname__}"
+
+    def own_params(self, layer: Any) -> list[tuple[str, Any]]:
+        return [(n, p) for n, p in layer._parameters.items() if p is not None]
+
+    def own_buffers(self, layer: Any) -> list[tuple[str, Any]]:
+        skip: set[str] = getattr(layer, "_non_persistable_buffer_names_set", set())
+        return [(n, b) for n, b in layer._buffers.items() if b is not None and n not in skip]
+
+    def state_dict(self, model: Any) -> dict[str, Any]:
+        return dict(model.state_dict())
+
+    def to_numpy(self, tensor: Any) -> np.ndarray:
+        """A CPU NumPy copy; bfloat16 becomes float32 (NumPy has no bfloat16)."""
+        if self.dtype_name(tensor) == "bfloat16":
+            tensor = tensor.astype("float32")
+        return tensor.numpy()
+
+    def assign(self, tensor: Any, array: Any) -> None:
+        """Copy ``array`` into ``tensor`` in place, keeping its dtype and place; no autograd record."""
+        arr = np.asarray(array)
+        shape = tuple(int(d) for d in tensor.shape)
+        if tuple(arr.shape) != shape:
+            raise ValueError(f"shape {tuple(arr.shape)} cannot be assigned to a tensor of shape {shape}")
+        dtype = self.dtype_name(tensor)
+        if dtype != "bfloat16" and arr.dtype != np.dtype(dtype):
+            arr = arr.astype(dtype)
+        if not arr.flags.c_contiguous:
+            arr = np.ascontiguousarray(arr)
+        with paddle.no_grad():
+            if dtype == "bfloat16":
+                tensor.set_value(paddle.to_tensor(arr.astype("float32")).astype("bfloat16"))
+            else:
+                tensor.set_value(arr)
+
+    def shape(self, tensor: Any) -> tuple[int, ...]:
+        return tuple(int(d) for d in tensor.shape)
+
+    def dtype_name(self, tensor: Any) -> str:
+        name = str(tensor.dtype).replace("paddle.", "").lower()
+        name = name.replace("vartype.", "").replace("fp", "float").replace("bf16", "bfloat16")
+        return _DTYPE_NAMES.get(name, name)
+
+    def register_forward_hook(self, layer: Any, fn: Callable[..., Any]) -> Any:
+        def hook(lay: Any, inputs: Any, output: Any) -> None:
+            fn(lay, tuple(inputs) if isinstance(inputs, (tuple, list)) else (inputs,), output)
+
+        return layer.register_forward_post_hook(hook)
+
+    def register_forward_pre_hook(self, layer: Any, fn: Callable[..., Any]) -> Any:
+        def hook(lay: Any, inputs: Any) -> None:
+            fn(lay, tuple(inputs) if isinstance(inputs, (tuple, list)) else (inputs,))
+
+        return layer.register_forward_pre_hook(hook)
+
+    def register_tensor_grad_hook(self, tensor: Any, fn: Callable[[Any], None]) -> Any:
+        def hook(grad: Any) -> None:
+            fn(grad)
+
+        return tensor.register_hook(hook)
+
+    def grad(self, param: Any) -> Any:
+        return param.grad
+
+    def train(self, model: Any, mode: bool) -> None:
+        if mode:
+            model.train()
+        else:
+            model.eval()
+
+    def is_training(self, layer: Any) -> bool:
+        return bool(layer.training)
+
+    def from_numpy(self, array: Any) -> Any:
+        return paddle.to_tensor(np.ascontiguousarray(array))

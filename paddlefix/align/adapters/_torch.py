@@ -1,0 +1,98 @@
+"""The torch side of the adapter surface (imports torch)."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+__all__ = ["TorchAdapter"]
+
+
+class TorchAdapter:
+    """Adapter for ``torch.nn.Module`` models and ``torch.Tensor`` values."""
+
+    framework = "torch"
+
+    def is_model(self, obj: Any) -> bool:
+        return isinstance(obj, torch.nn.Module)
+
+    def is_tensor(self, obj: Any) -> bool:
+        return isinstance(obj, torch.Tensor)
+
+    def named_layers(self, model: Any) -> list[tuple[str, Any]]:
+        """(path, module) in registration order, the root as ``""``, each module once."""
+        return list(model.named_modules())
+
+    def children(self, layer: Any) -> list[tuple[str, Any]]:
+        return list(layer.named_children())
+
+    def type_name(self, layer: Any) -> str:
+        return type(layer).__name__
+
+    def qualified_type(self, layer: Any) -> str:
+        return f"{type(layer).__module__}.{type(layer).__qualname__}"
+
+    def own_params(self, layer: Any) -> list[tuple[str, Any]]:
+        return [(n, p) for n, p in layer._parameters.items() if p is not None]
+
+    def own_buffers(self, layer: Any) -> list[tuple[str, Any]]:
+        skip: set[str] = getattr(layer, "_non_persistent_buffers_set", set())
+        return [(n, b) for n, b in layer._buffers.items() if b is not None and n not in skip]
+
+    def state_dict(self, model: Any) -> dict[str, Any]:
+        return dict(model.state_dict(keep_vars=True))
+
+    def to_numpy(self, tensor: Any) -> np.ndarray:
+        """Detached CPU array; shares memory with a CPU tensor (no copy). bfloat16 becomes float32."""
+        t = tensor.detach()
+        if t.device.type != "cpu":
+            t = t.cpu()
+        if t.dtype == torch.bfloat16:
+            t = t.float()
+        return t.numpy()
+
+    def assign(self, tensor: Any, array: Any) -> None:
+        """Copy ``array`` into ``tensor`` in place (destination dtype and device kept)."""
+        src = torch.from_numpy(np.asarray(array))
+        if tuple(src.shape) != tuple(tensor.shape):
+            raise ValueError(f"shape {tuple(src.shape)} cannot be assigned to a tensor of shape {tuple(tensor.shape)}")
+        with torch.no_grad():
+            tensor.copy_(src)
+
+    def shape(self, tensor: Any) -> tuple[int, ...]:
+        return tuple(int(d) for d in tensor.shape)
+
+    def dtype_name(self, tensor: Any) -> str:
+        return str(tensor.dtype).replace("torch.", "")
+
+    def register_forward_hook(self, layer: Any, fn: Callable[..., Any]) -> Any:
+        def hook(module: Any, inputs: Any, output: Any) -> None:
+            fn(module, tuple(inputs), output)
+
+        return layer.register_forward_hook(hook)
+
+    def register_forward_pre_hook(self, layer: Any, fn: Callable[..., Any]) -> Any:
+        def hook(module: Any, inputs: Any) -> None:
+            fn(module, tuple(inputs))
+
+        return layer.register_forward_pre_hook(hook)
+
+    def register_tensor_grad_hook(self, tensor: Any, fn: Callable[[Any], None]) -> Any:
+        def hook(grad: Any) -> None:
+            fn(grad)
+
+        return tensor.register_hook(hook)
+
+    def grad(self, param: Any) -> Any:
+        return param.grad
+
+    def train(self, model: Any, mode: bool) -> None:
+        model.train(mode)
+
+    def is_training(self, layer: Any) -> bool:
+        return bool(layer.training)
+
+    def from_numpy(self, array: Any) -> Any:
+        return torch.from_numpy(np.ascontiguousarray(array)).clone()
