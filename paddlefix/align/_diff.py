@@ -1,0 +1,750 @@
+"""Compare two :class:`~paddlefix.align._trace.Trace` objects along a pairing: the judgement of
+``align.compare`` (framework-neutral, NumPy only).
+
+What is compared, for every step, in this order:
+
+1. **forward**: every paired module call's outputs (and inputs), in the Paddle run's execution
+   (completion) order, matched with the torch call of the paired module and the same call index;
+   the model's outputs;
+2. **loss**;
+3. **backward**: the gradient w.r.t. every paired module call's outputs, in backward order;
+4. **param_grad**: every paired parameter's gradient, the torch one brought into the Paddle layout
+   by the pairing's transform (a Linear weight gradient is compared transposed);
+5. **step**: every paired parameter after the optimizer step, judged *noise-aware* (below).
+
+Before any number: the **configuration** of every pair (the ``ModuleInfo.config`` values the
+rules table's ``ConfigRule`` entries recorded, one key per label, already in one convention) and
+the two **optimizers'** hyper-parameters. A difference there is a finding even when the numbers agree.
+
+**First divergence** (forward): the earliest paired module call, in execution order, whose output
+is out of tolerance. If its inputs agree it introduces the error (``kind="module"``); if its first
+input already differs although every earlier paired module's outputs agree, the error is in code
+between the previous paired module and this one that is no paired module, e.g. a functional
+activation inside their container (``kind="between"``; ``"inputs"`` when no paired module ran
+before: the model inputs differ). A difference only in a later input (an attention mask in another
+convention) with agreeing outputs is reported as ``inputs``, never as a divergence.
+**Backward**: the first output gradient, in backward order, that differs; the module that
+introduces it is its consumer whose own output gradient agrees (found by following the forward
+values: which later calls took this output as input). One such consumer: ``kind="module"`` naming
+it; several: ``kind="grad_flow"`` naming the module whose output gradient differs, the consumers as
+``candidates``.
+
+**Noise-aware steps**: a parameter after a step is judged by its *update* ``after - before`` on each
+side. The update difference is explained when, elementwise,
+``|du| <= 4 max(|u_paddle|, |u_torch|) min(1, r) + 0.1 |d_before| + rounding``, where ``r`` is the largest relative
+gradient difference of that element so far (``|g_pd - g_pt| / |g_pt|``, over this and earlier
+steps: Adam's moments remember them) and ``rounding`` is 4 float spacings of the parameter plus 8
+of the update. Within tolerance and explained: ``ok``; out of tolerance but explained: ``noise``
+(float32 rounding magnified by the optimizer, e.g. AdamW dividing a 1e-8 gradient by ``eps=1e-8``);
+not explained: ``fail`` even when the values are within tolerance (a real optimizer difference:
+epsilon, weight decay, which parameters decay). After a step whose parameters differ, the next
+steps' forward / loss / backward differences are marked ``follows``, not new divergences.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from ._errors import AlignError
+from ._metrics import Metrics, check_tolerance, missing_metrics, tensor_metrics
+from ._report import AlignResult, Divergence, Finding, Row
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from ._trace import ForwardEvent, Trace
+
+__all__ = ["diff_traces", "HintContext", "to_paddle_layout"]
+
+_IDENTITY = frozenset({"copy", "rename", "", "same", "identity"})
+_K = 4.0  # margin on the update's sensitivity to gradient differences
+
+
+class HintContext(NamedTuple):
+    """What the comparison knows about the run beyond the traces (filled by ``compare``)."""
+
+    train: bool = False
+    shared_randomness: bool = False
+    matmul_precision: str | None = None
+    """``paddlefix.get_float32_matmul_precision()`` during the run, when the patch was applied."""
+    cross_entropy_patched: bool | None = None
+    """Whether paddlefix's ``cross_entropy`` patch was applied (None: unknown)."""
+    ignore_index_labels: bool | None = None
+    """Whether the batch's labels hold ``-100`` (None: unknown)."""
+
+
+class _PairView:
+    """Uniform access to a Pairing (or anything with ``pairs`` / ``params``)."""
+
+    def __init__(self, pairing: Any) -> None:
+        if not hasattr(pairing, "pairs"):
+            raise AlignError(f"pairing: expected a paddlefix.align Pairing, got {type(pairing).__name__}")
+        self.pairs = list(pairing.pairs)
+        self.params = list(getattr(pairing, "params", []))
+        self.by_paddle = {p.paddle_path: p for p in self.pairs}
+        self.by_torch = {p.torch_path: p for p in self.pairs}
+
+    def index_of(self, pair: Any) -> int:
+        return self.pairs.index(pair)
+
+
+def to_paddle_layout(param_pair: Any, array: "np.ndarray", rule: Any = None) -> "np.ndarray | None":
+    """The torch ``array`` of ``param_pair`` in the Paddle layout, or None if the transform is unknown.
+
+    ``copy`` / ``rename``: as is; ``transpose``: axes reversed (a Linear weight); any other
+    transform: the pair's own ``to_paddle`` callable if it has one, else the ``to_paddle`` of the
+    rules-table ``rule``'s ParamRule for this Paddle local name.
+    """
+    import numpy as np
+
+    how = getattr(param_pair, "how", "copy") or "copy"
+    if how in _IDENTITY:
+        return array
+    if how == "transpose":
+        return np.ascontiguousarray(np.transpose(array))
+    fn = getattr(param_pair, "to_paddle", None)
+    if callable(fn):
+        return np.asarray(fn(array))
+    if rule is not None:
+        local = param_pair.paddle_name.rsplit(".", 1)[-1]
+        for pr in getattr(rule, "params", ()):
+            if getattr(pr, "paddle", None) == local and callable(getattr(pr, "to_paddle", None)):
+                return np.asarray(pr.to_paddle(array))
+    return None
+
+
+def _rule_of(pair: Any) -> Any:
+    """The rules-table entry named by ``pair.rule`` (None if unknown or the table is unavailable)."""
+    name = getattr(pair, "rule", None)
+    if not name:
+        return None
+    try:
+        from . import rules
+    except ImportError:
+        return None
+    try:
+        return rules.rule_by_name(name)
+    except Exception:
+        return None
+
+
+# --------------------------------------------------------------------------- entry point
+def diff_traces(paddle: "Trace", torch: "Trace", pairing: Any, *, tolerance: Any = None,
+                context: HintContext | None = None) -> AlignResult:
+    """Compare the Paddle ``paddle`` trace with the torch ``torch`` trace (the reference).
+
+    Args:
+        paddle, torch: the two runs (see ``paddlefix/align/_trace.py``).
+        pairing: the :class:`~paddlefix.align.Pairing` of the two models.
+        tolerance: ``None`` (per-dtype defaults), ``"reprod"`` or ``(rtol, atol)``.
+        context: what ``compare`` knows about the run, for the hints.
+
+    Raises:
+        AlignError: a trace is of the wrong framework, the step counts differ, the tolerance is invalid.
+    """
+    from . import _hints
+
+    check_tolerance(tolerance)
+    for name, tr, fw in (("paddle", paddle, "paddle"), ("torch", torch, "torch")):
+        if getattr(tr, "framework", None) != fw:
+            raise AlignError(f"{name}: expected a {fw} Trace, got framework {getattr(tr, 'framework', None)!r}")
+    if len(paddle.steps) != len(torch.steps):
+        raise AlignError(f"the traces hold different numbers of steps: paddle {len(paddle.steps)}, "
+                         f"torch {len(torch.steps)}")
+    ctx = context or HintContext()
+    view = _PairView(pairing)
+    d = _Differ(paddle, torch, view, tolerance, ctx)
+    d.run()
+    result = AlignResult(rows=d.rows, findings=d.findings, divergences=d.divergences,
+                         losses={"paddle": [s.loss for s in paddle.steps], "torch": [s.loss for s in torch.steps]},
+                         meta={"tolerance": _tol_text(tolerance), "steps": len(paddle.steps),
+                               "versions": {"paddle": dict(paddle.versions), "torch": dict(torch.versions)},
+                               "context": ctx._asdict(), "pairs": len(view.pairs)},
+                         notes=d.notes)
+    result._arrays = d.reprod_arrays()
+    _hints.attach(result, d)
+    return result
+
+
+def _tol_text(tolerance: Any) -> str:
+    if tolerance is None:
+        return "per-dtype defaults (float32 rtol 1.3e-06 atol 1e-05)"
+    if isinstance(tolerance, str):
+        return "reprod (mean abs <= 1e-06 and every element within the dtype default)"
+    return f"rtol {tolerance[0]:g} atol {tolerance[1]:g}"
+
+
+# --------------------------------------------------------------------------- the work
+class _Differ:
+    def __init__(self, pd: "Trace", pt: "Trace", view: _PairView, tolerance: Any, ctx: HintContext) -> None:
+        self.pd, self.pt, self.view, self.tol, self.ctx = pd, pt, view, tolerance, ctx
+        self.rows: list[Row] = []
+        self.findings: list[Finding] = []
+        self.divergences: list[Divergence] = []
+        self.notes: list[str] = []
+        self.pd_mods = {m.path: m for m in pd.modules}
+        self.pt_mods = {m.path: m for m in pt.modules}
+        self.rel_hist: dict[str, "np.ndarray"] = {}
+        self.params_differ_from: int | None = None  # first step after which parameters differ
+        self.param_pairs = [pp for pp in view.params]
+
+    def layout(self, pp: Any, array: Any) -> Any:
+        rule = _rule_of(self.view.pairs[pp.pair]) if _valid_pair(pp, self.view) else None
+        return to_paddle_layout(pp, array, rule)
+
+    def metrics(self, a: Any, e: Any) -> Metrics:
+        return tensor_metrics(a, e, tolerance=self.tol)
+
+    # ------------------------------------------------------------------ run
+    def run(self) -> None:
+        self.config_findings()
+        self.optimizer_findings()
+        for s in range(len(self.pd.steps)):
+            follows = self.params_differ_from is not None and s > self.params_differ_from
+            self.forward(s, follows)
+            self.loss(s, follows)
+            self.backward(s, follows)
+            self.param_grads(s, follows)
+            self.step(s)
+
+    # ------------------------------------------------------------------ configuration
+    def config_findings(self) -> None:
+        for p in self.view.pairs:
+            a, b = self.pd_mods.get(p.paddle_path), self.pt_mods.get(p.torch_path)
+            if a is None or b is None:
+                continue
+            for label, va in a.config.items():
+                if label not in b.config:
+                    continue
+                vb = b.config[label]
+                if not same_value(va, vb):
+                    self.findings.append(Finding("config", p.paddle_path, p.torch_path, label, va, vb))
+
+    def optimizer_findings(self) -> None:
+        a, b = normalise_optimizer(self.pd.optimizer), normalise_optimizer(self.pt.optimizer)
+        if not a or not b:
+            return
+        for key in ("type", "lr", "eps", "beta1", "beta2", "weight_decay", "decay", "momentum", "nesterov",
+                    "amsgrad"):
+            if key in a and key in b and not same_value(a[key], b[key]):
+                if key == "type" and a[key].lower() == b[key].lower():
+                    continue
+                self.findings.append(Finding("optimizer", "", "", key, a[key], b[key]))
+        da, db = a.get("decayed"), b.get("decayed")
+        if da is not None and db is not None:
+            to_pd = {pp.torch_name: pp.paddle_name for pp in self.param_pairs}
+            db_pd = {to_pd.get(n, n) for n in db}
+            only_pd = sorted(set(da) - db_pd)
+            only_pt = sorted(db_pd - set(da))
+            if only_pd or only_pt:
+                self.findings.append(Finding(
+                    "optimizer", "", "", "decayed parameters",
+                    f"{len(da)} decayed; {len(only_pd)} only here: {', '.join(only_pd[:4])}",
+                    f"{len(db)} decayed; {len(only_pt)} only here: {', '.join(only_pt[:4])}"))
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, s: int, follows: bool) -> None:
+        ps, ts = self.pd.steps[s], self.pt.steps[s]
+        pt_events = {(e.path, e.call): e for e in ts.forward}
+        rows: list[tuple[Row, list[int], bool]] = []
+        order = 0
+        for ev in ps.forward:
+            pair = self.view.by_paddle.get(ev.path)
+            if pair is None:
+                continue
+            te = pt_events.get((pair.torch_path, ev.call))
+            row = Row("forward", s, order, ev.path, pair.torch_path, pair.paddle_type, ev.call)
+            order += 1
+            if te is None:
+                row.status, row.what = "fail", "call"
+                row.note = f"call {ev.call} of {pair.torch_path or '(model)'} did not happen on the torch side"
+                self.rows.append(row)
+                rows.append((row, [], True))
+                continue
+            in_bad, out_bad = self._compare_call(row, ev, te)
+            if out_bad:
+                row.status = "fail"
+            elif in_bad:
+                row.status = "inputs"
+                row.note = "input(s) " + ", ".join(map(str, in_bad)) + " differ; the outputs agree"
+            if follows and row.status in ("fail", "inputs"):
+                row.status = "follows"
+            self.rows.append(row)
+            rows.append((row, in_bad, out_bad))
+        # the model outputs (unless the root module is paired: its row is the same tensors)
+        root_paired = self.view.by_paddle.get("") is not None and any(e.path == "" for e in ps.forward)
+        if (ps.output or ts.output) and not root_paired:
+            row = Row("forward", s, order, "", "", "(model output)", 0)
+            bad = self._compare_list(row, ps.output, ts.output, "model_output", outputs=True)
+            row.status = ("follows" if follows else "fail") if bad else "ok"
+            self.rows.append(row)
+            rows.append((row, [], bool(bad)))
+        if follows:
+            return
+        for i, (row, in_bad, out_bad) in enumerate(rows):
+            if not out_bad:
+                continue
+            self.divergences.append(self._forward_divergence(s, i, rows, in_bad))
+            break
+
+    def _compare_call(self, row: Row, ev: "ForwardEvent", te: "ForwardEvent") -> tuple[list[int], bool]:
+        in_bad = []
+        for j, (a, b) in enumerate(zip(ev.inputs, te.inputs)):
+            if getattr(a, "shape", None) != getattr(b, "shape", None):
+                continue  # positional inputs of two APIs need not correspond; only like shapes are compared
+            m = self.metrics(a, b)
+            row.tensors.append((f"input[{j}]", m))
+            if not m.ok:
+                in_bad.append(j)
+        out_bad = self._compare_list(row, ev.outputs, te.outputs, "output", outputs=True)
+        if len(ev.inputs) != len(te.inputs):
+            row.note = (row.note + "; " if row.note else "") + \
+                f"{len(ev.inputs)} input tensor(s) vs {len(te.inputs)}: like-shaped ones compared"
+        return in_bad, bool(out_bad)
+
+    def _compare_list(self, row: Row, a_list: list, b_list: list, name: str, *, outputs: bool) -> list[int]:
+        bad = []
+        worst: tuple[float, str, Metrics] | None = None
+        for j, (a, b) in enumerate(zip(a_list, b_list)):
+            if a is None and b is None:
+                continue
+            if a is None or b is None:
+                m = missing_metrics(b if a is None else a, "paddle" if a is None else "torch")
+            else:
+                m = self.metrics(a, b)
+            what = f"{name}[{j}]"
+            row.tensors.append((what, m))
+            score = (2.0 + m.fraction_out) if not m.ok else min(m.scale_rel, 1.0)
+            if worst is None or score > worst[0]:
+                worst = (score, what, m)
+            if not m.ok:
+                bad.append(j)
+        if len(a_list) != len(b_list):
+            row.note = (row.note + "; " if row.note else "") + \
+                f"{len(a_list)} {name} tensor(s) vs {len(b_list)}: the first {min(len(a_list), len(b_list))} compared"
+        if worst is not None:
+            row.what, row.metrics = worst[1], worst[2]
+        elif not row.what:
+            row.status = "skipped"
+        return bad
+
+    def _forward_divergence(self, s: int, i: int, rows: list, in_bad: list[int]) -> Divergence:
+        row: Row = rows[i][0]
+        prev = None
+        for r, _ib, ob in reversed(rows[:i]):
+            if not ob and r.paddle != "" and not _is_ancestor(row.paddle, r.paddle):
+                prev = r
+                break
+        first_bad_input = bool(in_bad) and min(in_bad) == 0
+        if row.what == "call" or not first_bad_input:
+            detail = f"{row.paddle or '(model)'} ({row.type}) receives inputs that agree and returns an output " \
+                     f"that does not: it introduces the difference"
+            if in_bad:
+                detail += f" (its input(s) {', '.join(map(str, in_bad))} differ too, e.g. a mask in " \
+                          "another convention; its first input agrees)"
+            if row.what == "call":
+                detail = row.note
+            return Divergence("forward", s, row.paddle, row.torch, row.what, "module", row.metrics, "", detail)
+        m = next(m for w, m in row.tensors if w == f"input[{min(in_bad)}]")
+        if prev is None:
+            detail = (f"the first input of {row.paddle or '(model)'} differs and no paired module ran before it: "
+                      "the inputs given to the two models differ (or code before the first paired module does)")
+            return Divergence("forward", s, row.paddle, row.torch, f"input[{min(in_bad)}]", "inputs", m, "", detail)
+        container = _common_parent(prev.paddle, row.paddle)
+        detail = (f"the inputs of {row.paddle} differ although the outputs of the previous paired module "
+                  f"{prev.paddle} agree: the difference comes from code between them that is not a paired "
+                  f"module, inside {container or '(the model)'} (e.g. a functional activation or an "
+                  "operation written in its forward)")
+        return Divergence("forward", s, row.paddle, row.torch, f"input[{min(in_bad)}]", "between", m, "", detail,
+                          [[prev.paddle, prev.torch]])
+
+    # ------------------------------------------------------------------ loss
+    def loss(self, s: int, follows: bool) -> None:
+        a, b = self.pd.steps[s].loss, self.pt.steps[s].loss
+        if a is None and b is None:
+            return
+        import numpy as np
+
+        row = Row("loss", s, 0, "loss", "loss", "loss")
+        if a is None or b is None:
+            row.status, row.note = "fail", f"no loss on the {'paddle' if a is None else 'torch'} side"
+        else:
+            m = self.metrics(np.asarray(a, dtype=np.float32), np.asarray(b, dtype=np.float32))
+            row.what, row.metrics, row.tensors = "loss", m, [("loss", m)]
+            row.status = "ok" if m.ok else ("follows" if follows else "fail")
+        self.rows.append(row)
+        if row.status == "fail":
+            self.divergences.append(Divergence("loss", s, "loss", "loss", "loss", "loss", row.metrics, "",
+                                               row.note or "the loss values differ"))
+
+    # ------------------------------------------------------------------ backward
+    def backward(self, s: int, follows: bool) -> None:
+        ps, ts = self.pd.steps[s], self.pt.steps[s]
+        if not ps.grads and not ts.grads:
+            return
+        pt_grads = {(g.path, g.call): g for g in ts.grads}
+        rows = []
+        order = 0
+        for g in ps.grads:
+            pair = self.view.by_paddle.get(g.path)
+            if pair is None:
+                continue
+            tg = pt_grads.get((pair.torch_path, g.call))
+            row = Row("backward", s, order, g.path, pair.torch_path, pair.paddle_type, g.call)
+            order += 1
+            if tg is None:
+                row.status, row.what = "fail", "grad_output"
+                row.note = "no gradient reached this module's output on the torch side"
+            else:
+                bad = self._compare_list(row, g.grads, tg.grads, "grad_output", outputs=True)
+                if bad:
+                    row.status = "fail"
+            if follows and row.status == "fail":
+                row.status = "follows"
+            self.rows.append(row)
+            rows.append(row)
+        if follows:
+            return
+        for i, row in enumerate(rows):
+            if row.status == "fail":
+                self.divergences.append(self._backward_divergence(s, row, rows))
+                break
+
+    def _backward_divergence(self, s: int, row: Row, rows: list[Row]) -> Divergence:
+        import numpy as np
+
+        fwd = self.pd.steps[s].forward
+        status = {(r.paddle, r.call): r.status for r in rows}
+        j = 0
+        if row.what.startswith("grad_output["):
+            j = int(row.what[len("grad_output["):-1])
+        src_index = next((k for k, e in enumerate(fwd) if (e.path, e.call) == (row.paddle, row.call)), None)
+        consumers: list[tuple[str, int]] = []
+        if src_index is not None and j < len(fwd[src_index].outputs):
+            value = fwd[src_index].outputs[j]
+            for e in fwd[src_index + 1:]:
+                if e.path == row.paddle or self.view.by_paddle.get(e.path) is None:
+                    continue
+                if _is_ancestor(e.path, row.paddle):  # a container of the source returns it, not consumes it
+                    continue
+                if any(isinstance(x, np.ndarray) and x.shape == value.shape and x.size > 1 and
+                       np.array_equal(x, value, equal_nan=True) for x in e.inputs):
+                    if status.get((e.path, e.call)) == "ok":
+                        consumers.append((e.path, e.call))
+        # outermost consumers: a container's backward includes its children's
+        outer = [c for c in consumers if not any(o != c and _is_ancestor(o[0], c[0]) for o in consumers)]
+        names = list(dict.fromkeys(c[0] for c in outer))
+        if len(names) == 1:
+            p = self.view.by_paddle[names[0]]
+            detail = (f"the gradient {p.paddle_path} receives agrees, and the gradient it passes back to "
+                      f"{row.paddle or '(model)'} ({row.what}) does not: the backward of {p.paddle_path} "
+                      "introduces the difference (e.g. a detach() / stop_gradient, or a custom backward)")
+            return Divergence("backward", s, p.paddle_path, p.torch_path, f"grad passed to {row.paddle}",
+                              "module", row.metrics, "", detail)
+        if names:
+            cands = [[n, self.view.by_paddle[n].torch_path] for n in names]
+            lca = names[0]
+            for n in names[1:]:
+                lca = _common_prefix(lca, n)
+            lca_pair = self.view.by_paddle.get(lca)
+            detail = (f"the gradient w.r.t. the output of {row.paddle} ({row.what}) differs while the gradients "
+                      f"received by its consumers {', '.join(names)} agree: the backward of one of them, or "
+                      f"code between them inside {lca or '(the model)'}, loses or changes gradient "
+                      "(e.g. a detach() in one branch)")
+            return Divergence("backward", s, lca, lca_pair.torch_path if lca_pair else lca,
+                              f"grad passed to {row.paddle}", "grad_flow", row.metrics, "", detail, cands)
+        else:
+            cands = []
+            detail = (f"the gradient w.r.t. the output of {row.paddle or '(model)'} ({row.what}) is the first "
+                      "that differs in backward order" +
+                      (": the backward of the loss differs" if row.order == 0 else ""))
+        return Divergence("backward", s, row.paddle, row.torch, row.what, "grad_flow", row.metrics, "", detail,
+                          cands)
+
+    # ------------------------------------------------------------------ parameter gradients
+    def param_grads(self, s: int, follows: bool) -> None:
+        import numpy as np
+
+        ps, ts = self.pd.steps[s], self.pt.steps[s]
+        if not ps.param_grads and not ts.param_grads:
+            return
+        first: Row | None = None
+        for order, pp in enumerate(self.param_pairs):
+            if pp.paddle_name not in ps.param_grads and pp.torch_name not in ts.param_grads:
+                continue
+            pair = self.view.pairs[pp.pair] if _valid_pair(pp, self.view) else None
+            row = Row("param_grad", s, order, pp.paddle_name, pp.torch_name,
+                      pair.paddle_type if pair is not None else "", 0, what=pp.how or "copy")
+            a, b = ps.param_grads.get(pp.paddle_name), ts.param_grads.get(pp.torch_name)
+            if a is None and b is None:
+                row.status, row.note = "skipped", "no gradient on either side"
+                self.rows.append(row)
+                continue
+            if a is None or b is None:
+                m = missing_metrics(b if a is None else a, "paddle" if a is None else "torch")
+                m.problem = f"no gradient on the {'paddle' if a is None else 'torch'} side"
+            else:
+                bt = self.layout(pp, b)
+                if bt is None:
+                    row.status, row.note = "skipped", f"transform {pp.how!r}: no to_paddle known to compare"
+                    self.rows.append(row)
+                    continue
+                m = self.metrics(a, bt)
+                rel = _rel(np.asarray(a, np.float64), np.asarray(bt, np.float64)) if a.shape == bt.shape else None
+                if rel is not None:
+                    prev = self.rel_hist.get(pp.paddle_name)
+                    self.rel_hist[pp.paddle_name] = rel if prev is None else np.maximum(prev, rel)
+            row.metrics, row.tensors = m, [(pp.paddle_name, m)]
+            row.status = "ok" if m.ok else ("follows" if follows else "fail")
+            self.rows.append(row)
+            if row.status == "fail" and first is None:
+                first = row
+        if first is not None:
+            owner = self._owner(first.paddle)
+            self.divergences.append(Divergence(
+                "param_grad", s, first.paddle, first.torch, first.paddle, "param", first.metrics, "",
+                f"the gradient of {first.paddle} (torch {first.torch}, compared in the Paddle layout: "
+                f"{first.what}) is the first parameter gradient that differs" +
+                (f"; it belongs to {owner}" if owner is not None else "")))
+
+    def _owner(self, paddle_name: str) -> str | None:
+        for pp in self.param_pairs:
+            if pp.paddle_name == paddle_name and _valid_pair(pp, self.view):
+                return self.view.pairs[pp.pair].paddle_path
+        return None
+
+    # ------------------------------------------------------------------ parameters after the step
+    def step(self, s: int) -> None:
+        import numpy as np
+
+        ps, ts = self.pd.steps[s], self.pt.steps[s]
+        if not ps.params_after or not ts.params_after:
+            return
+        pd_before = self.pd.params_before if s == 0 else self.pd.steps[s - 1].params_after
+        pt_before = self.pt.params_before if s == 0 else self.pt.steps[s - 1].params_after
+        first: Row | None = None
+        differ = False
+        for order, pp in enumerate(self.param_pairs):
+            if pp.paddle_name not in ps.params_after or pp.torch_name not in ts.params_after:
+                continue
+            pair = self.view.pairs[pp.pair] if _valid_pair(pp, self.view) else None
+            row = Row("step", s, order, pp.paddle_name, pp.torch_name, pair.paddle_type if pair is not None else "",
+                      0, what="value after step")
+            a = ps.params_after[pp.paddle_name]
+            b = self.layout(pp, ts.params_after[pp.torch_name])
+            if b is None:
+                row.status, row.note = "skipped", f"transform {pp.how!r}: no to_paddle known to compare"
+                self.rows.append(row)
+                continue
+            m = self.metrics(a, b)
+            row.metrics, row.tensors = m, [(pp.paddle_name, m)]
+            a0, b0 = pd_before.get(pp.paddle_name), pt_before.get(pp.torch_name)
+            if a0 is not None and b0 is not None and m.problem is None:
+                b0 = self.layout(pp, b0)
+                verdict = self._update_check(pp.paddle_name, a0, a, b0, b)
+                m.extra.update(verdict)
+                explained = verdict["unexplained"] == 0
+            else:
+                explained = m.ok
+            if m.ok and explained:
+                row.status = "ok"
+            elif explained:
+                row.status = "noise"
+                row.note = (f"explained by rounding: update size {verdict['update_max']:.3g}, largest relative "
+                            f"gradient difference {verdict['grad_rel_max']:.3g}")
+                differ = True
+            else:
+                row.status = "fail"
+                row.note = f"{m.extra.get('unexplained', '?')} element(s) of the update not explained by the " \
+                           "gradient and previous-parameter differences"
+                differ = True
+                if first is None:
+                    first = row
+            self.rows.append(row)
+        if differ and self.params_differ_from is None:
+            self.params_differ_from = s
+        if first is not None:
+            ex = first.metrics.extra if first.metrics else {}
+            self.divergences.append(Divergence(
+                "step", s, first.paddle, first.torch, first.paddle, "param", first.metrics, "",
+                f"{first.paddle} after step {s}: the update differs by up to {ex.get('update_diff_max', 0):.3g} "
+                f"where the gradient and previous-parameter differences explain at most "
+                f"{ex.get('allowed_at_worst', 0):.3g} (update size {ex.get('update_max', 0):.3g}): the optimizers "
+                "do not do the same thing"))
+
+    def _update_check(self, name: str, a0: Any, a1: Any, b0: Any, b1: Any) -> dict[str, Any]:
+        import numpy as np
+
+        a0, a1, b0, b1 = (np.asarray(x) for x in (a0, a1, b0, b1))
+        dt = a1.dtype if a1.dtype.kind == "f" else np.dtype(np.float64)
+        f = [x.astype(np.float64) for x in (a0, a1, b0, b1)]
+        u_pd, u_pt = f[1] - f[0], f[3] - f[2]
+        du = np.abs(u_pd - u_pt)
+        d_before = np.abs(f[0] - f[2])
+        rel = self.rel_hist.get(name)
+        r = np.minimum(1.0, rel) if rel is not None and rel.shape == du.shape else np.ones_like(du)
+        big = np.maximum(np.maximum(np.abs(f[1]), np.abs(f[3])), np.abs(f[2])).astype(dt)
+        rounding = 4 * np.spacing(big).astype(np.float64) + 8 * float(np.finfo(dt).eps) * np.abs(u_pt)
+        u_max = np.maximum(np.abs(u_pd), np.abs(u_pt))
+        allowed = _K * u_max * r + 0.1 * d_before + rounding
+        bad = du > allowed
+        k = int(np.argmax(du - allowed)) if du.size else 0
+        return {
+            "unexplained": int(np.count_nonzero(bad)),
+            "update_max": float(np.abs(u_pt).max()) if du.size else 0.0,
+            "update_diff_max": float(du.max()) if du.size else 0.0,
+            "allowed_at_worst": float(allowed.ravel()[k]) if du.size else 0.0,
+            "grad_rel_max": float(rel.max()) if rel is not None and rel.size else 0.0,
+            "decay_fit": _decay_fit(u_pd - u_pt, f[2]),
+        }
+
+    # ------------------------------------------------------------------ reprod_log arrays
+    def reprod_arrays(self) -> dict[str, Any]:
+        import numpy as np
+
+        out: dict[str, Any] = {}
+        ps, ts = self.pd.steps, self.pt.steps
+        if not ps:
+            return out
+        fwd_pd = {f"output_{i}": x for i, x in enumerate(ps[0].output) if x is not None}
+        fwd_pt = {f"output_{i}": x for i, x in enumerate(ts[0].output) if x is not None}
+        keys = [k for k in fwd_pd if k in fwd_pt and np.shape(fwd_pd[k]) == np.shape(fwd_pt[k])]
+        out["forward"] = self._triple({k: fwd_pd[k] for k in keys}, {k: fwd_pt[k] for k in keys})
+        if ps[0].loss is not None and ts[0].loss is not None:
+            out["loss"] = self._triple({"loss": np.array([ps[0].loss])}, {"loss": np.array([ts[0].loss])})
+            bp_pd: dict[str, Any] = {}
+            bp_pt: dict[str, Any] = {}
+            for i, (a, b) in enumerate(zip(ps, ts)):
+                if a.loss is not None and b.loss is not None:
+                    bp_pd[f"loss_{i}"], bp_pt[f"loss_{i}"] = np.array([a.loss]), np.array([b.loss])
+                for pp in self.param_pairs:
+                    ga, gb = a.param_grads.get(pp.paddle_name), b.param_grads.get(pp.torch_name)
+                    gb = self.layout(pp, gb) if gb is not None else None
+                    if ga is not None and gb is not None and ga.shape == gb.shape:
+                        bp_pd[f"grad_{i}.{pp.paddle_name}"], bp_pt[f"grad_{i}.{pp.paddle_name}"] = ga, gb
+            out["bp_align"] = self._triple(bp_pd, bp_pt)
+        tr_pd: dict[str, Any] = {}
+        tr_pt: dict[str, Any] = {}
+        for i, (a, b) in enumerate(zip(ps, ts)):
+            for pp in self.param_pairs:
+                va, vb = a.params_after.get(pp.paddle_name), b.params_after.get(pp.torch_name)
+                vb = self.layout(pp, vb) if vb is not None else None
+                if va is not None and vb is not None and va.shape == vb.shape:
+                    tr_pd[f"step_{i}.{pp.paddle_name}"], tr_pt[f"step_{i}.{pp.paddle_name}"] = va, vb
+        if tr_pd:
+            out["train_align"] = self._triple(tr_pd, tr_pt)
+        return out
+
+    def _triple(self, pd: dict, pt: dict) -> tuple[dict, dict, dict]:
+        return pd, pt, {k: self.metrics(pd[k], pt[k]) for k in pd}
+
+
+# --------------------------------------------------------------------------- helpers
+def _valid_pair(pp: Any, view: _PairView) -> bool:
+    """Whether ``pp.pair`` indexes a layer pair (-1: paired by a parameter-level name rule)."""
+    return isinstance(pp.pair, int) and 0 <= pp.pair < len(view.pairs)
+
+
+def _rel(a: "np.ndarray", b: "np.ndarray") -> "np.ndarray":
+    import numpy as np
+
+    d = np.abs(a - b)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = np.where(d == 0, 0.0, d / np.abs(b))
+    return np.nan_to_num(r, nan=1.0, posinf=1.0)
+
+
+def _decay_fit(du: "np.ndarray", p: "np.ndarray") -> float | None:
+    """c if the update difference is ``c * p`` (weight decay on one side only), else None."""
+    import numpy as np
+
+    pp = float(np.dot(p.ravel(), p.ravel()))
+    if pp == 0 or not np.any(du):
+        return None
+    c = float(np.dot(du.ravel(), p.ravel())) / pp
+    resid = du - c * p
+    if np.linalg.norm(resid) <= 0.05 * np.linalg.norm(du):
+        return c
+    return None
+
+
+def _is_ancestor(container: str, path: str) -> bool:
+    """Whether ``container`` is a proper ancestor of ``path`` ("" is the root)."""
+    if container == path:
+        return False
+    return container == "" or path.startswith(container + ".")
+
+
+def _common_prefix(a: str, b: str) -> str:
+    """The deepest common dotted prefix of two paths ("" if none)."""
+    common = []
+    for x, y in zip(a.split("."), b.split(".")):
+        if x != y:
+            break
+        common.append(x)
+    return ".".join(common)
+
+
+def _common_parent(a: str, b: str) -> str:
+    pa, pb = a.split("."), b.split(".")
+    common = []
+    for x, y in zip(pa[:-1], pb[:-1]):
+        if x != y:
+            break
+        common.append(x)
+    return ".".join(common)
+
+
+def same_value(a: Any, b: Any) -> bool:
+    """Configuration equality: numbers within 1e-6 relative (float32-stored values), sequences
+    elementwise, everything else ``==``."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return a is b or a == b
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        if math.isnan(a) and math.isnan(b):
+            return True
+        return math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-15)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(same_value(x, y) for x, y in zip(a, b))
+    try:
+        return bool(a == b)
+    except Exception:
+        return False
+
+
+_OPT_KEYS = {
+    "type": ("class", "type", "name"),
+    "lr": ("lr", "learning_rate"),
+    "eps": ("eps", "epsilon"),
+    "weight_decay": ("weight_decay", "coeff", "decay"),
+    "momentum": ("momentum",),
+    "nesterov": ("nesterov", "use_nesterov"),
+    "amsgrad": ("amsgrad",),
+    "decay": ("decay",),
+    "decayed": ("decayed", "decayed_params", "decay_params", "decayed_parameters"),
+}
+
+
+def normalise_optimizer(info: dict[str, Any]) -> dict[str, Any]:
+    """The optimizer hyper-parameters under one set of names: ``type``, ``lr``, ``eps``, ``beta1``,
+    ``beta2``, ``weight_decay``, ``decay`` (``"decoupled"`` / ``"l2"``), ``momentum``, ``nesterov``,
+    ``amsgrad``, ``decayed`` (the full names
+    of the parameters weight decay applies to). Accepts torch's and Paddle's names (``learning_rate``,
+    ``epsilon``, ``betas``, ``coeff``, ...)."""
+    if not info:
+        return {}
+    out: dict[str, Any] = {}
+    for key, names in _OPT_KEYS.items():
+        for n in names:
+            if n in info and info[n] is not None:
+                out[key] = info[n]
+                break
+    if "betas" in info and isinstance(info["betas"], (list, tuple)) and len(info["betas"]) == 2:
+        out["beta1"], out["beta2"] = info["betas"]
+    for k in ("beta1", "beta2"):
+        if k in info:
+            out[k] = info[k]
+    if "decayed" in out:
+        out["decayed"] = list(out["decayed"])
+    return out

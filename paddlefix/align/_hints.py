@@ -1,0 +1,225 @@
+"""Hints for recognisable causes of a divergence (attached to findings and divergences).
+
+Each hint is a sentence a porter can act on. Recognised:
+
+- a **configuration mismatch** of the pair (or of a pair inside the diverging module): epsilon,
+  momentum (Paddle's BatchNorm momentum is ``1 - torch's``), GELU ``approximate``, ``padding_idx``,
+  bias, pooling ``exclusive`` / ``count_include_pad``, ``align_corners``, dropout ``p``, activation;
+- a **Linear whose weights equal the other side's untransposed** (torch ``[out, in]``, Paddle ``[in, out]``);
+- **relative errors at float32 rounding level** in matmul-heavy modules: rule precision in or out
+  with ``paddlefix.set_float32_matmul_precision("float64")`` (or: it was on, so it is not rounding);
+- **train-mode dropout** without ``align.same_randomness``;
+- **BatchNorm in train mode** (batch statistics; Paddle's inverted momentum);
+- **-100 labels** with the ``cross_entropy`` patch off (Paddle 3.x's mean counts ignored labels);
+- **optimizer differences**: hyper-parameters, the set of decayed parameters (Paddle's
+  ``apply_decay_param_fun`` receives ``param.name``, so a Hugging Face style name filter decays
+  everything), an update difference proportional to the parameter (weight decay on one side);
+- parameters after a step that differ by **rounding noise amplified by the optimizer** (a note,
+  not a divergence).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._diff import _Differ
+    from ._report import AlignResult, Divergence, Finding
+
+__all__ = ["attach", "config_hint", "MATMUL_TYPES"]
+
+#: Layer types whose outputs are dominated by float32 matrix products.
+MATMUL_TYPES = ("Linear", "Conv1D", "Conv2D", "Conv3D", "Conv1d", "Conv2d", "Conv3d", "Bilinear",
+                "MultiHeadAttention", "MultiheadAttention", "LSTM", "GRU", "SimpleRNN", "RNN",
+                "Conv1DTranspose", "Conv2DTranspose", "ConvTranspose1d", "ConvTranspose2d")
+_ROUNDING_LEVEL = 1e-4  # max |diff| / max |ref| below this, with cosine ~1: float32 rounding, magnified
+
+_CONFIG_HINTS = {
+    "eps": "the normalisation epsilon differs (Paddle's LayerNorm / BatchNorm default 1e-5; Hugging Face "
+           "BERT uses layer_norm_eps=1e-12): pass the torch value as epsilon",
+    "epsilon": "the normalisation epsilon differs: pass the torch value as epsilon",
+    "momentum": "Paddle's BatchNorm momentum is 1 - torch's (torch momentum=0.1 is Paddle momentum=0.9)",
+    "approximate": "GELU approximation differs: torch approximate='tanh' is Paddle approximate=True, "
+                   "torch 'none' is Paddle False (the tanh approximation differs by up to ~1e-3)",
+    "padding_idx": "padding_idx differs: the padding row's gradient is zeroed on one side only",
+    "bias": "a bias is present on one side only (Paddle: bias_attr=False removes it)",
+    "exclusive": "average pooling: Paddle exclusive=True is torch count_include_pad=False",
+    "count_include_pad": "average pooling: torch count_include_pad=True is Paddle exclusive=False",
+    "align_corners": "align_corners differs (Paddle's interpolate / grid_sample defaults differ from torch's)",
+    "p": "dropout probability differs: equal in eval mode, different in training",
+    "activation": "the activation function differs",
+}
+
+
+def config_hint(label: str, paddle_value: Any, torch_value: Any) -> str:
+    """The hint for a configuration difference ``label`` (values in one convention)."""
+    key = label.split(" ")[0].split(".")[-1]  # "momentum (torch convention)" -> "momentum"
+    base = _CONFIG_HINTS.get(label, _CONFIG_HINTS.get(key, f"{label} differs"))
+    if key == "momentum":
+        try:
+            if abs(float(paddle_value) + float(torch_value) - 1.0) < 1e-6:
+                base += "; these two add up to 1: the value was copied without converting"
+        except (TypeError, ValueError):
+            pass
+    return base
+
+
+def attach(result: "AlignResult", d: "_Differ") -> None:
+    """Fill the ``hint`` of every finding and divergence, and the notes."""
+    for f in result.findings:
+        if not f.hint:
+            f.hint = _finding_hint(f)
+    for dv in result.divergences:
+        dv.hint = " ".join(_divergence_hints(dv, result, d))
+    noise = [r for r in result.rows if r.status == "noise"]
+    if noise:
+        worst = max(noise, key=lambda r: r.metrics.max_abs if r.metrics else 0.0)
+        m = worst.metrics
+        ex = m.extra if m is not None else {}
+        steps = sorted({r.step for r in noise})
+        result.notes.append(
+            f"{len(noise)} parameter value(s) after step(s) {', '.join(map(str, steps))} are out of tolerance "
+            f"(up to {m.max_abs if m else 0:.3g}, at {worst.paddle}) but explained: the gradients differ only by "
+            f"rounding (largest relative difference {ex.get('grad_rel_max', 0):.3g}) and the optimizer magnifies "
+            f"that (update size up to {ex.get('update_max', 0):.3g}; Adam-style optimizers divide a gradient near "
+            "eps by about 2 eps). Not a divergence; the next steps' differences are marked 'follows'."
+        )
+
+
+def _finding_hint(f: "Finding") -> str:
+    if f.kind == "config":
+        return config_hint(f.label, f.paddle_value, f.torch_value)
+    if f.kind == "optimizer":
+        if f.label == "decayed parameters":
+            return _DECAY_NAMES
+        if f.label == "eps":
+            return "optimizer epsilon differs (torch Adam/AdamW eps=1e-8 is Paddle epsilon=1e-8; Paddle's default " \
+                   "is also 1e-8, check what the port passes)"
+        if f.label == "decay":
+            return "one optimizer decays the weights directly (decoupled, AdamW) and the other adds an L2 " \
+                   "penalty to the gradient (Adam with weight_decay / regularization): not the same update"
+        if f.label == "weight_decay":
+            return "weight decay differs (torch AdamW default 0.01; Paddle AdamW default 0.01, Adam: none)"
+        return f"optimizer {f.label} differs"
+    return ""
+
+
+_DECAY_NAMES = (
+    "the decayed parameter sets differ: Paddle's apply_decay_param_fun receives param.name "
+    "(e.g. 'linear_3.w_0'), not the structured name, so a Hugging Face style filter "
+    "(not any(nd in n for nd in ['bias', 'LayerNorm.weight'])) matches nothing and decays everything; "
+    "build the set from model.named_parameters() and test p.name in it"
+)
+
+
+def _related_findings(dv: "Divergence", result: "AlignResult") -> list["Finding"]:
+    path = dv.paddle_module
+    out = []
+    for f in result.findings:
+        if f.kind != "config":
+            continue
+        inside = path == "" or f.paddle == path or f.paddle.startswith(path + ".")
+        if inside:
+            out.append(f)
+    return out
+
+
+def _subtree_types(path: str, d: "_Differ") -> list[str]:
+    return [p.paddle_type for p in d.view.pairs
+            if p.paddle_path == path or (path == "" or p.paddle_path.startswith(path + "."))]
+
+
+def _untransposed_linears(path: str, d: "_Differ") -> list[str]:
+    import numpy as np
+
+    hits = []
+    for pp in d.param_pairs:
+        if getattr(pp, "how", None) != "transpose":
+            continue
+        pair = d.view.pairs[pp.pair] if isinstance(pp.pair, int) and 0 <= pp.pair < len(d.view.pairs) else None
+        if pair is None or not (pair.paddle_path == path or path == "" or pair.paddle_path.startswith(path + ".")):
+            continue
+        a, b = d.pd.params_before.get(pp.paddle_name), d.pt.params_before.get(pp.torch_name)
+        if a is None or b is None or a.ndim != 2 or a.shape != b.shape:
+            continue
+        if np.array_equal(a, b) and not np.array_equal(a, b.T):
+            hits.append(pair.paddle_path)
+    return hits
+
+
+def _divergence_hints(dv: "Divergence", result: "AlignResult", d: "_Differ") -> list[str]:
+    ctx = d.ctx
+    hints: list[str] = []
+    module = dv.paddle_module if dv.phase in ("forward", "backward") else ""
+    for f in _related_findings(dv, result) if dv.phase in ("forward", "backward") else []:
+        hints.append(f"Configuration differs at {f.paddle or '(model)'}: {f.label} paddle {f.paddle_value!r} vs "
+                     f"torch {f.torch_value!r} ({config_hint(f.label, f.paddle_value, f.torch_value)}).")
+    if dv.phase in ("forward", "backward"):
+        lin = _untransposed_linears(module, d)
+        if lin:
+            hints.append(f"The weight of {', '.join(lin[:3])} equals the torch weight untransposed: torch Linear "
+                         "stores [out, in], Paddle [in, out]; copy the weights with align.transfer().")
+        types = _subtree_types(module, d) if dv.kind != "between" else []
+        if ctx.train and not ctx.shared_randomness and any("ropout" in t for t in types + [dv.paddle_module]):
+            hints.append("Train-mode dropout draws different masks in the two frameworks: compare under "
+                         "align.same_randomness(), or with train=False.")
+        if ctx.train and any("BatchNorm" in t or "SyncBatchNorm" in t for t in types):
+            hints.append("BatchNorm in train mode normalises with the batch statistics and updates the running "
+                         "ones with momentum; Paddle's momentum is 1 - torch's (torch 0.1 is Paddle 0.9).")
+        m = dv.metrics
+        matmul = any(t in MATMUL_TYPES or "ttention" in t for t in types)
+        if (m is not None and m.problem is None and m.dtype in ("float32", "complex64") and
+                0 < m.scale_rel < _ROUNDING_LEVEL and (m.cosine is None or m.cosine > 0.99999) and matmul):
+            if ctx.matmul_precision in ("float64",):
+                hints.append(f"The relative error ({m.scale_rel:.2g}) is near float32 rounding, but matmul_precision "
+                             f"was {ctx.matmul_precision!r} during this run: matmul rounding is ruled out.")
+            else:
+                hints.append(f"The relative error ({m.scale_rel:.2g}) is at float32 rounding level in a matmul-heavy "
+                             "module: rule precision in or out with "
+                             "paddlefix.set_float32_matmul_precision('float64') on both runs, or widen tolerance.")
+        if dv.kind == "between":
+            hints.append("Look at the container's forward between the two modules: a functional call "
+                         "(F.gelu(approximate=...), a scale, a transpose, a mask) that the pairing cannot hook.")
+        if dv.phase == "backward":
+            if dv.kind == "grad_flow" and "backward of the loss" in dv.detail:
+                hints.append(_loss_hint(ctx, "The gradient w.r.t. the model output differs: the loss's backward "
+                                             "differs (reduction, ignore_index, label smoothing)."))
+            else:
+                hints.append("A detach() / stop_gradient=True, an in-place op or a custom backward in the "
+                             "module's forward changes the gradient while its output stays equal.")
+    elif dv.phase == "loss":
+        outputs_agree = not any(r.status == "fail" and r.phase == "forward" and r.step == dv.step
+                                for r in result.rows)
+        lead = ("The model outputs agree and the losses do not: the loss functions differ."
+                if outputs_agree else "The loss differs because the forward already does.")
+        hints.append(_loss_hint(ctx, lead) if outputs_agree else lead)
+    elif dv.phase == "param_grad":
+        lin = _untransposed_linears("", d)
+        hints.append("The output gradients agree but this parameter's gradient does not: look at how it "
+                     "is used (a shared or tied weight, a stop_gradient / requires_grad setting, a custom op).")
+        if lin:
+            hints.append(f"Linear weight(s) equal to torch's untransposed: {', '.join(lin[:3])}.")
+    elif dv.phase == "step":
+        opt = [f for f in result.findings if f.kind == "optimizer"]
+        for f in opt:
+            hints.append(f"Optimizer {f.label}: paddle {f.paddle_value!r} vs torch {f.torch_value!r}"
+                         f" ({_finding_hint(f)}).")
+        c = dv.metrics.extra.get("decay_fit") if dv.metrics is not None else None
+        if c is not None:
+            hints.append(f"The update difference is proportional to the parameter (factor {c:.3g}): weight decay "
+                         "is applied on one side only or with another coefficient (lr x weight_decay)."
+                         + ("" if any(f.label == "decayed parameters" for f in opt) else " " + _DECAY_NAMES + "."))
+        if not opt and c is None:
+            hints.append("The updates differ beyond what the gradient differences explain: compare the optimizers' "
+                         "epsilon, betas, weight decay and learning-rate schedule.")
+    return hints
+
+
+def _loss_hint(ctx: Any, lead: str) -> str:
+    if ctx.cross_entropy_patched:
+        return lead
+    if ctx.ignore_index_labels is False:
+        return lead
+    cond = "The labels hold -100" if ctx.ignore_index_labels else "If the labels hold -100"
+    return (lead + f" {cond}: Paddle 3.x cross_entropy(reduction='mean') divides by every label, ignored ones "
+            "included (torch divides by the labels kept); apply paddlefix's cross_entropy patch.")

@@ -1,0 +1,351 @@
+"""Per-tensor metrics and tolerances for ``align.compare`` (NumPy only, framework-neutral).
+
+**Tolerance.** A tensor passes only if *every* element passes, as ``torch.testing.assert_close``:
+``|actual - expected| <= atol + rtol * |expected|``. The tolerance is one of
+
+- ``None`` (default): per dtype, the defaults of ``torch.testing.assert_close``:
+  float64 ``(1e-7, 1e-7)``, float32 ``(1.3e-6, 1e-5)``, float16 ``(1e-3, 1e-5)``, bfloat16
+  ``(1.6e-2, 1e-5)`` (complex as their float parts); integers and bool exact ``(0, 0)``.
+- ``(rtol, atol)``: two non-negative numbers for every floating tensor (integers stay exact).
+- ``"reprod"``: Paddle's reproduction guide, mean ``|diff| <= 1e-6`` **and** every element within
+  the dtype default above. The guide's mean alone lets a tensor with its hidden dimension reversed
+  pass (its mean error can be tiny); here the mean is an extra condition, never a substitute.
+
+**NaN / Inf.** NaN in both tensors at the same position counts as equal, and so does an infinity
+of the same sign in both (``equal_nan=True``): compare measures agreement between the two
+frameworks, not the health of the model. The counts are kept (:attr:`Metrics.nan`,
+:attr:`Metrics.inf`) and shown, so a NaN in both is never invisible. NaN against a number, or an
+infinity against anything else, is an element out of tolerance with an infinite difference.
+
+**Shapes and dtypes.** Shapes that differ only by size-1 dimensions (``[]`` vs ``[1]``, a loss
+of shape ``[1]`` in older Paddle) are compared value by value and the difference is noted;
+other shape differences fail without values. Different dtypes fail (``float32`` vs ``float64``
+is a port difference), with the values still compared at the looser dtype's tolerance.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from ._errors import AlignError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+__all__ = [
+    "DEFAULT_TOLERANCES",
+    "REPROD_MEAN",
+    "Tolerance",
+    "Metrics",
+    "resolve_tolerance",
+    "tensor_metrics",
+    "dtype_name",
+]
+
+#: Per-dtype ``(rtol, atol)``, as ``torch.testing.assert_close``.
+DEFAULT_TOLERANCES: dict[str, tuple[float, float]] = {
+    "float64": (1e-7, 1e-7),
+    "float32": (1.3e-6, 1e-5),
+    "float16": (1e-3, 1e-5),
+    "bfloat16": (1.6e-2, 1e-5),
+    "complex128": (1e-7, 1e-7),
+    "complex64": (1.3e-6, 1e-5),
+}
+#: The reproduction guide's threshold on the mean absolute difference (preset ``"reprod"``).
+REPROD_MEAN = 1e-6
+_PRESETS = ("reprod",)
+# Looser first: the tolerance used when the two dtypes differ.
+_LOOSENESS = ["bfloat16", "float16", "float32", "complex64", "float64", "complex128"]
+
+
+class Tolerance(NamedTuple):
+    """The tolerance one tensor is judged with."""
+
+    rtol: float
+    atol: float
+    mean_atol: float | None = None
+    """Extra bound on the mean absolute difference (``"reprod"``: 1e-6), else None."""
+    source: str = "default"
+    """``"default"`` (per dtype), ``"user"`` (``(rtol, atol)``) or ``"reprod"``."""
+
+
+def dtype_name(array: Any) -> str:
+    """NumPy's dtype name (``ml_dtypes.bfloat16`` is ``"bfloat16"``)."""
+    return str(getattr(getattr(array, "dtype", None), "name", type(array).__name__))
+
+
+def _is_float(name: str) -> bool:
+    return name in DEFAULT_TOLERANCES
+
+
+def resolve_tolerance(tolerance: Any, dtype: str) -> Tolerance:
+    """The :class:`Tolerance` for a tensor of ``dtype`` under the user's ``tolerance``.
+
+    ``tolerance``: ``None``, ``"reprod"`` or ``(rtol, atol)``; ``dtype``: a NumPy dtype name.
+    Integer and bool tensors are always compared exactly.
+
+    Raises:
+        AlignError: ``tolerance`` is none of the accepted forms.
+    """
+    check_tolerance(tolerance)
+    floating = _is_float(dtype)
+    default = DEFAULT_TOLERANCES.get(dtype, (0.0, 0.0))
+    if tolerance is None:
+        return Tolerance(*default, None, "default")
+    if isinstance(tolerance, str):
+        return Tolerance(*default, REPROD_MEAN if floating else None, "reprod")
+    if not floating:
+        return Tolerance(0.0, 0.0, None, "user")
+    return Tolerance(float(tolerance[0]), float(tolerance[1]), None, "user")
+
+
+def check_tolerance(tolerance: Any) -> None:
+    """Raise :class:`AlignError` unless ``tolerance`` is ``None``, ``"reprod"`` or ``(rtol, atol)``."""
+    if tolerance is None:
+        return
+    if isinstance(tolerance, str):
+        if tolerance in _PRESETS:
+            return
+        raise AlignError(
+            f"tolerance: unknown preset {tolerance!r}; accepted: None (per-dtype defaults), "
+            f"{', '.join(map(repr, _PRESETS))} or (rtol, atol)"
+        )
+    ok = isinstance(tolerance, (tuple, list)) and len(tolerance) == 2
+    if ok:
+        for v in tolerance:
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+                ok = False
+    if not ok:
+        raise AlignError(
+            f"tolerance: invalid value {tolerance!r}; accepted: None (per-dtype defaults), 'reprod', "
+            "or a pair (rtol, atol) of finite non-negative numbers"
+        )
+
+
+@dataclass
+class Metrics:
+    """How one tensor (``actual``, the Paddle side) differs from the reference (``expected``, torch)."""
+
+    shape: list[int]
+    expected_shape: list[int]
+    dtype: str
+    expected_dtype: str
+    numel: int
+    rtol: float
+    atol: float
+    mean_atol: float | None = None
+    ok: bool = True
+    problem: str | None = None
+    """Why the tensor fails apart from its values (shape, dtype), or None."""
+    note: str | None = None
+    """Something worth knowing that is not a failure (size-1 dims differ, NaN in both, ...)."""
+    max_abs: float = 0.0
+    max_rel: float = 0.0
+    """Greatest ``|a - e| / |e|`` over elements (as assert_close; inf where ``e == 0`` and ``a != e``)."""
+    scale_rel: float = 0.0
+    """Greatest absolute difference divided by the reference's greatest magnitude (0 if both are 0)."""
+    mean_abs: float = 0.0
+    cosine: float | None = None
+    """Cosine similarity of the flattened tensors (None for integer tensors or a zero norm)."""
+    mismatched: int = 0
+    """Elements out of tolerance."""
+    worst_index: list[int] | None = None
+    """Index of the element farthest out of tolerance (largest ``|a-e| - atol - rtol |e|``)."""
+    worst_actual: float | None = None
+    worst_expected: float | None = None
+    expected_max: float = 0.0
+    """Greatest finite ``|expected|``: the reference's magnitude."""
+    nan: int = 0
+    """Positions NaN in both (counted as equal)."""
+    inf: int = 0
+    """Positions with the same infinity in both (counted as equal)."""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def fraction_out(self) -> float:
+        """Fraction of elements out of tolerance (1.0 for a shape mismatch)."""
+        if self.problem and self.problem.startswith("shape"):
+            return 1.0
+        return self.mismatched / self.numel if self.numel else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["fraction_out"] = self.fraction_out
+        return {k: _json_float(v) for k, v in d.items()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Metrics":
+        names = set(cls.__dataclass_fields__)
+        return cls(**{k: _unjson_float(v) for k, v in d.items() if k in names})
+
+    def message(self, name: str = "Tensors") -> str:
+        """An ``assert_close``-style explanation (empty when the tensor passes)."""
+        if self.ok:
+            return ""
+        lines = [f"{name} are not close!", ""]
+        if self.problem:
+            lines.append(self.problem[0].upper() + self.problem[1:] + ".")
+        if self.problem is None or not self.problem.startswith("shape"):
+            pct = 100.0 * self.fraction_out
+            lines.append(f"Mismatched elements: {self.mismatched} / {self.numel} ({pct:.1f}%)")
+            where = f" at index {tuple(self.worst_index)}" if self.worst_index is not None else ""
+            lines.append(
+                f"Greatest absolute difference: {_fmt(self.max_abs)}{where} (up to {self.atol:g} allowed)"
+            )
+            lines.append(f"Greatest relative difference: {_fmt(self.max_rel)} (up to {self.rtol:g} allowed)")
+            if self.worst_index is not None:
+                lines.append(
+                    f"Worst element: actual {_fmt(self.worst_actual)}, expected {_fmt(self.worst_expected)}"
+                )
+            if self.mean_atol is not None:
+                lines.append(f"Mean absolute difference: {_fmt(self.mean_abs)} (up to {self.mean_atol:g} allowed)")
+        if self.note:
+            lines.append(f"Note: {self.note}.")
+        return "\n".join(lines)
+
+
+def _fmt(v: float | None) -> str:
+    if v is None:
+        return "-"
+    return f"{v:.4g}"
+
+
+def _json_float(v: Any) -> Any:
+    if isinstance(v, float) and not math.isfinite(v):
+        return repr(v)  # 'inf', 'nan': JSON has neither
+    return v
+
+
+def _unjson_float(v: Any) -> Any:
+    if v in ("inf", "-inf", "nan"):
+        return float(v)
+    return v
+
+
+def _looser(a: str, b: str) -> str:
+    ia = _LOOSENESS.index(a) if a in _LOOSENESS else len(_LOOSENESS)
+    ib = _LOOSENESS.index(b) if b in _LOOSENESS else len(_LOOSENESS)
+    return a if ia <= ib else b
+
+
+def _as_numeric(array: "np.ndarray") -> "np.ndarray":
+    import numpy as np
+
+    a = np.asarray(array)
+    if a.dtype.name == "bfloat16":  # ml_dtypes
+        return a.astype(np.float32)
+    return a
+
+
+def tensor_metrics(actual: Any, expected: Any, rtol: float | None = None, atol: float | None = None,
+                   *, tolerance: Any = None) -> Metrics:
+    """Compare ``actual`` (Paddle) with ``expected`` (torch, the reference), elementwise.
+
+    ``rtol`` / ``atol`` given: used as they are (integers stay exact). Otherwise ``tolerance``
+    (``None``, ``"reprod"`` or ``(rtol, atol)``) is resolved for the dtype (see module docs).
+    """
+    import numpy as np
+
+    a = _as_numeric(actual)
+    e = _as_numeric(expected)
+    da, de = dtype_name(actual), dtype_name(expected)
+    judged = da if da == de else _looser(da, de)
+    if rtol is not None or atol is not None:
+        floating = _is_float(judged)
+        tol = Tolerance(float(rtol or 0.0) if floating else 0.0, float(atol or 0.0) if floating else 0.0,
+                        None, "user")
+    else:
+        tol = resolve_tolerance(tolerance, judged)
+    m = Metrics(
+        shape=list(a.shape), expected_shape=list(e.shape), dtype=da, expected_dtype=de,
+        numel=int(e.size), rtol=tol.rtol, atol=tol.atol, mean_atol=tol.mean_atol,
+    )
+    notes = []
+    if a.shape != e.shape:
+        squeezed = tuple(d for d in a.shape if d != 1) == tuple(d for d in e.shape if d != 1)
+        if not squeezed or a.size != e.size:
+            m.ok = False
+            m.problem = f"shape mismatch: {list(a.shape)} vs {list(e.shape)} (reference)"
+            m.numel = int(max(a.size, e.size))
+            return m
+        notes.append(f"shapes differ by size-1 dimensions: {list(a.shape)} vs {list(e.shape)}")
+        a = a.reshape(e.shape)
+    if da != de:
+        m.ok = False
+        m.problem = f"dtype mismatch: {da} vs {de} (reference)"
+    if a.dtype.kind == "c" or e.dtype.kind == "c":
+        a64 = a.astype(np.complex128)
+        e64 = e.astype(np.complex128)
+    else:
+        a64 = a.astype(np.float64)
+        e64 = e.astype(np.float64)
+    if e64.size == 0:
+        m.note = "; ".join(notes) or None
+        return m
+
+    a_nan, e_nan = np.isnan(a64), np.isnan(e64)
+    both_nan = a_nan & e_nan
+    a_inf, e_inf = np.isinf(a64), np.isinf(e64)
+    same_inf = a_inf & e_inf & (a64 == e64)
+    equal_special = both_nan | same_inf
+    finite = np.isfinite(a64) & np.isfinite(e64)
+    with np.errstate(invalid="ignore", over="ignore"):
+        diff = np.where(finite, np.abs(a64 - e64), np.inf)
+    diff = np.where(equal_special, 0.0, diff)
+    mag = np.abs(np.where(np.isfinite(e64), e64, 0.0))
+    allowed = tol.atol + tol.rtol * mag
+    bad = diff > allowed
+    m.mismatched = int(np.count_nonzero(bad))
+    m.nan = int(np.count_nonzero(both_nan))
+    m.inf = int(np.count_nonzero(same_inf))
+    if m.nan:
+        notes.append(f"NaN in both at {m.nan} element(s), counted as equal")
+    if m.inf:
+        notes.append(f"the same infinity in both at {m.inf} element(s), counted as equal")
+    m.max_abs = float(diff.max())
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rel = np.where(diff == 0, 0.0, diff / mag)
+    m.max_rel = float(rel.max())
+    m.mean_abs = float(diff.mean())
+    m.expected_max = float(mag.max())
+    if m.expected_max > 0:
+        m.scale_rel = m.max_abs / m.expected_max
+    elif m.max_abs > 0:
+        m.scale_rel = math.inf
+    if e.dtype.kind == "f" and np.all(finite | equal_special):
+        fa = np.where(finite, a64, 0.0).ravel()
+        fe = np.where(finite, e64, 0.0).ravel()
+        na, ne = float(np.linalg.norm(fa)), float(np.linalg.norm(fe))
+        if na > 0 and ne > 0:
+            m.cosine = float(np.clip(np.dot(fa, fe) / (na * ne), -1.0, 1.0))
+    excess = diff - allowed
+    flat = int(np.argmax(excess)) if m.mismatched else int(np.argmax(diff))
+    if m.mismatched or m.max_abs > 0:
+        idx = np.unravel_index(flat, e64.shape)
+        m.worst_index = [int(i) for i in idx]
+        m.worst_actual = _scalar(a64[idx])
+        m.worst_expected = _scalar(e64[idx])
+    if m.mismatched:
+        m.ok = False
+    if tol.mean_atol is not None and m.mean_abs > tol.mean_atol:
+        m.ok = False
+        if m.problem is None and not m.mismatched:
+            m.problem = f"mean absolute difference {m.mean_abs:.4g} above {tol.mean_atol:g} (reprod)"
+    m.note = "; ".join(notes) or None
+    return m
+
+
+def _scalar(v: Any) -> float:
+    return float(v.real) if isinstance(v, complex) or getattr(v, "imag", 0) else float(v)
+
+
+def missing_metrics(present: Any, side: str) -> Metrics:
+    """Metrics for a tensor that exists on one side only (``side`` names the side that lacks it)."""
+    shape = list(getattr(present, "shape", []))
+    dt = dtype_name(present)
+    return Metrics(shape=shape if side == "torch" else [], expected_shape=shape if side == "paddle" else [],
+                   dtype=dt if side == "torch" else "-", expected_dtype=dt if side == "paddle" else "-",
+                   numel=int(getattr(present, "size", 0)), rtol=0.0, atol=0.0, ok=False,
+                   problem=f"no tensor on the {side} side")
