@@ -397,7 +397,7 @@ class _Differ:
                 row.status, row.what = "fail", "grad_output"
                 row.note = "no gradient reached this module's output on the torch side"
             else:
-                bad = self._compare_list(row, g.grads, tg.grads, "grad_output", outputs=True)
+                bad = self._compare_list(row, *_reduce_broadcast(g.grads, tg.grads), "grad_output", outputs=True)
                 if bad:
                     row.status = "fail"
             if follows and row.status == "fail":
@@ -711,6 +711,24 @@ def same_value(a: Any, b: Any) -> bool:
         return bool(a == b)
     except Exception:
         return False
+
+
+def _reduce_broadcast(paddle_grads: list, torch_grads: list) -> tuple[list, list]:
+    """Both gradient lists, each gradient summed over the dimensions where the other side's output
+    has size 1: the gradient of an output one side broadcasts later (position embeddings: Hugging
+    Face [1, seq, h], paddlenlp [batch, seq, h]) is compared as the sum the broadcast makes of it."""
+    pa, pb = [], []
+    for a, b in zip(paddle_grads, torch_grads):
+        if a is not None and b is not None and a.shape != b.shape and a.ndim == b.ndim:
+            axes_a = tuple(i for i, (x, y) in enumerate(zip(a.shape, b.shape)) if y == 1 and x != 1)
+            axes_b = tuple(i for i, (x, y) in enumerate(zip(a.shape, b.shape)) if x == 1 and y != 1)
+            if axes_a:
+                a = a.sum(axis=axes_a, keepdims=True)
+            if axes_b:
+                b = b.sum(axis=axes_b, keepdims=True)
+        pa.append(a)
+        pb.append(b)
+    return pa + list(paddle_grads[len(pa):]), pb + list(torch_grads[len(pb):])
 
 
 _OPT_KEYS = {

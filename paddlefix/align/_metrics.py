@@ -239,6 +239,15 @@ def _as_numeric(array: "np.ndarray") -> "np.ndarray":
     return a
 
 
+def _broadcast_shape(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...] | None:
+    """The common shape when ``a`` and ``b`` have the same rank and differ only where one is 1."""
+    if len(a) != len(b) or not a:
+        return None
+    if any(x != y and 1 not in (x, y) for x, y in zip(a, b)):
+        return None
+    return tuple(max(x, y) for x, y in zip(a, b))
+
+
 def tensor_metrics(actual: Any, expected: Any, rtol: float | None = None, atol: float | None = None,
                    *, tolerance: Any = None) -> Metrics:
     """Compare ``actual`` (Paddle) with ``expected`` (torch, the reference), elementwise.
@@ -265,13 +274,21 @@ def tensor_metrics(actual: Any, expected: Any, rtol: float | None = None, atol: 
     notes = []
     if a.shape != e.shape:
         squeezed = tuple(d for d in a.shape if d != 1) == tuple(d for d in e.shape if d != 1)
-        if not squeezed or a.size != e.size:
+        broadcast = _broadcast_shape(a.shape, e.shape)
+        if broadcast is not None and not (squeezed and a.size == e.size):
+            # One side returns a size-1 dimension the other repeats (Hugging Face's [1, seq] position
+            # ids vs paddlenlp's [batch, seq]): compared as broadcast, which is how they are used.
+            notes.append(f"shapes differ by broadcasting: {list(a.shape)} vs {list(e.shape)}")
+            a, e = np.broadcast_to(a, broadcast), np.broadcast_to(e, broadcast)
+            m.numel = int(e.size)
+        elif not squeezed or a.size != e.size:
             m.ok = False
             m.problem = f"shape mismatch: {list(a.shape)} vs {list(e.shape)} (reference)"
             m.numel = int(max(a.size, e.size))
             return m
-        notes.append(f"shapes differ by size-1 dimensions: {list(a.shape)} vs {list(e.shape)}")
-        a = a.reshape(e.shape)
+        else:
+            notes.append(f"shapes differ by size-1 dimensions: {list(a.shape)} vs {list(e.shape)}")
+            a = a.reshape(e.shape)
     if da != de:
         m.ok = False
         m.problem = f"dtype mismatch: {da} vs {de} (reference)"
