@@ -566,8 +566,9 @@ class _Differ:
                 differ = True
             else:
                 row.status = "fail"
-                row.note = f"{m.extra.get('unexplained', '?')} element(s) of the update not explained by the " \
-                           "gradient and previous-parameter differences"
+                row.note = ("a buffer the forward updates: out of tolerance" if buffer else
+                            f"{m.extra.get('unexplained', '?')} element(s) of the update not explained by the "
+                            "gradient and previous-parameter differences")
                 differ = True
                 if first is None:
                     first = row
