@@ -30,8 +30,9 @@ it; several: ``kind="grad_flow"`` naming the module whose output gradient differ
 ``candidates``.
 
 **Noise-aware steps**: a parameter after a step is judged by its *update* ``after - before`` on each
-side. The update difference is explained when, elementwise,
-``|du| <= 4 max(|u_paddle|, |u_torch|) min(1, r) + 0.1 |d_before| + rounding``, where ``r`` is the largest relative
+side. The update difference is explained when, elementwise (``u``: the larger of the update and its
+gradient-driven part, i.e. the update without the optimizer's decoupled weight decay),
+``|du| <= 4 max(|u_paddle|, |u_torch|) min(1, r) + 0.1 |d_before| + rounding``,, where ``r`` is the largest relative
 gradient difference of that element so far (``|g_pd - g_pt| / |g_pt|``, over this and earlier
 steps: Adam's moments remember them) and ``rounding`` is 4 float spacings of the parameter plus 8
 of the update. Within tolerance and explained: ``ok``; out of tolerance but explained: ``noise``
@@ -47,7 +48,7 @@ import math
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ._errors import AlignError
-from ._metrics import Metrics, check_tolerance, missing_metrics, tensor_metrics
+from ._metrics import Metrics, check_tolerance, missing_metrics, reduce_broadcast, tensor_metrics
 from ._report import AlignResult, Divergence, Finding, Row
 
 if TYPE_CHECKING:
@@ -188,6 +189,9 @@ class _Differ:
         self.rel_hist: dict[str, "np.ndarray"] = {}
         self.params_differ_from: int | None = None  # first step after which parameters differ
         self.param_pairs = [pp for pp in view.params]
+        self.opt_pd, self.opt_pt = normalise_optimizer(pd.optimizer), normalise_optimizer(pt.optimizer)
+        for info in (self.opt_pd, self.opt_pt):
+            info["decayed_set"] = frozenset(info.get("decayed") or ())
 
     def layout(self, pp: Any, array: Any) -> Any:
         rule = _rule_of(self.view.pairs[pp.pair]) if _valid_pair(pp, self.view) else None
@@ -303,7 +307,8 @@ class _Differ:
                 f"{len(ev.inputs)} input tensor(s) vs {len(te.inputs)}: like-shaped ones compared"
         return in_bad, bool(out_bad)
 
-    def _compare_list(self, row: Row, a_list: list, b_list: list, name: str, *, outputs: bool) -> list[int]:
+    def _compare_list(self, row: Row, a_list: list, b_list: list, name: str, *, outputs: bool,
+                      grads: bool = False) -> list[int]:
         bad = []
         worst: tuple[float, str, Metrics] | None = None
         for j, (a, b) in enumerate(zip(a_list, b_list)):
@@ -312,6 +317,8 @@ class _Differ:
             if a is None or b is None:
                 m = missing_metrics(b if a is None else a, "paddle" if a is None else "torch")
             else:
+                if grads and a.shape != b.shape:  # the gradient of a broadcast tensor is summed
+                    a, b = reduce_broadcast(a, b.shape), reduce_broadcast(b, a.shape)
                 m = self.metrics(a, b)
             what = f"{name}[{j}]"
             row.tensors.append((what, m))
@@ -397,7 +404,7 @@ class _Differ:
                 row.status, row.what = "fail", "grad_output"
                 row.note = "no gradient reached this module's output on the torch side"
             else:
-                bad = self._compare_list(row, g.grads, tg.grads, "grad_output", outputs=True)
+                bad = self._compare_list(row, g.grads, tg.grads, "grad_output", outputs=True, grads=True)
                 if bad:
                     row.status = "fail"
             if follows and row.status == "fail":
@@ -530,7 +537,7 @@ class _Differ:
                 continue
             pair = self.view.pairs[pp.pair] if _valid_pair(pp, self.view) else None
             row = Row("step", s, order, pp.paddle_name, pp.torch_name, pair.paddle_type if pair is not None else "",
-                      0, what="value after step")
+                      0, what="after step")
             a = ps.params_after[pp.paddle_name]
             b = self.layout(pp, ts.params_after[pp.torch_name])
             if b is None:
@@ -542,7 +549,7 @@ class _Differ:
             a0, b0 = pd_before.get(pp.paddle_name), pt_before.get(pp.torch_name)
             if a0 is not None and b0 is not None and m.problem is None:
                 b0 = self.layout(pp, b0)
-                verdict = self._update_check(pp.paddle_name, a0, a, b0, b)
+                verdict = self._update_check(pp, a0, a, b0, b)
                 m.extra.update(verdict)
                 explained = verdict["unexplained"] == 0
             else:
@@ -573,20 +580,35 @@ class _Differ:
                 f"{ex.get('allowed_at_worst', 0):.3g} (update size {ex.get('update_max', 0):.3g}): the optimizers "
                 "do not do the same thing"))
 
-    def _update_check(self, name: str, a0: Any, a1: Any, b0: Any, b1: Any) -> dict[str, Any]:
+    def _decoupled_decay(self, side: str, name: str) -> float:
+        """``lr * weight_decay`` if that side's optimizer decays ``name`` directly (AdamW-style), else 0."""
+        info = self.opt_pd if side == "paddle" else self.opt_pt
+        if info.get("decay") != "decoupled" or name not in info.get("decayed_set", ()):
+            return 0.0
+        try:
+            return float(info.get("lr") or 0.0) * float(info.get("weight_decay") or 0.0)
+        except (TypeError, ValueError):
+            return 0.0
+
+    def _update_check(self, pp: Any, a0: Any, a1: Any, b0: Any, b1: Any) -> dict[str, Any]:
         import numpy as np
 
+        name = pp.paddle_name
         a0, a1, b0, b1 = (np.asarray(x) for x in (a0, a1, b0, b1))
         dt = a1.dtype if a1.dtype.kind == "f" else np.dtype(np.float64)
         f = [x.astype(np.float64) for x in (a0, a1, b0, b1)]
         u_pd, u_pt = f[1] - f[0], f[3] - f[2]
+        # the gradient-driven part of each update (decoupled weight decay removed): its sensitivity to
+        # gradient differences is what rounding can move, and decay may cancel it in the net update
+        g_pd = u_pd + self._decoupled_decay("paddle", name) * f[0]
+        g_pt = u_pt + self._decoupled_decay("torch", pp.torch_name) * f[2]
         du = np.abs(u_pd - u_pt)
         d_before = np.abs(f[0] - f[2])
         rel = self.rel_hist.get(name)
         r = np.minimum(1.0, rel) if rel is not None and rel.shape == du.shape else np.ones_like(du)
         big = np.maximum(np.maximum(np.abs(f[1]), np.abs(f[3])), np.abs(f[2])).astype(dt)
         rounding = 4 * np.spacing(big).astype(np.float64) + 8 * float(np.finfo(dt).eps) * np.abs(u_pt)
-        u_max = np.maximum(np.abs(u_pd), np.abs(u_pt))
+        u_max = np.maximum(np.maximum(np.abs(u_pd), np.abs(u_pt)), np.maximum(np.abs(g_pd), np.abs(g_pt)))
         allowed = _K * u_max * r + 0.1 * d_before + rounding
         bad = du > allowed
         k = int(np.argmax(du - allowed)) if du.size else 0

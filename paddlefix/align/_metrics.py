@@ -18,8 +18,11 @@ frameworks, not the health of the model. The counts are kept (:attr:`Metrics.nan
 infinity against anything else, is an element out of tolerance with an infinite difference.
 
 **Shapes and dtypes.** Shapes that differ only by size-1 dimensions (``[]`` vs ``[1]``, a loss
-of shape ``[1]`` in older Paddle) are compared value by value and the difference is noted;
-other shape differences fail without values. Different dtypes fail (``float32`` vs ``float64``
+of shape ``[1]`` in older Paddle) are compared value by value and the difference is noted; so are
+shapes where one is the other broadcast (``[1, S, H]`` vs ``[B, S, H]``: position embeddings
+expanded on one side), compared broadcast; for *gradients* the broadcast side's gradient is first
+summed over the broadcast dimensions (that is the other side's gradient). Other shape differences
+fail without values. Different dtypes fail (``float32`` vs ``float64``
 is a port difference), with the values still compared at the looser dtype's tolerance.
 """
 
@@ -265,13 +268,19 @@ def tensor_metrics(actual: Any, expected: Any, rtol: float | None = None, atol: 
     notes = []
     if a.shape != e.shape:
         squeezed = tuple(d for d in a.shape if d != 1) == tuple(d for d in e.shape if d != 1)
-        if not squeezed or a.size != e.size:
+        if squeezed and a.size == e.size:
+            notes.append(f"shapes differ by size-1 dimensions: {list(a.shape)} vs {list(e.shape)}")
+            a = a.reshape(e.shape)
+        elif _broadcasts(a.shape, e.shape):
+            # e.g. position embeddings of shape [1, S, H] on one side, expanded to [B, S, H] on the other
+            notes.append(f"shapes differ by broadcasting: {list(a.shape)} vs {list(e.shape)}; compared broadcast")
+            a, e = (np.ascontiguousarray(x) for x in np.broadcast_arrays(a, e))
+            m.numel = int(e.size)
+        else:
             m.ok = False
             m.problem = f"shape mismatch: {list(a.shape)} vs {list(e.shape)} (reference)"
             m.numel = int(max(a.size, e.size))
             return m
-        notes.append(f"shapes differ by size-1 dimensions: {list(a.shape)} vs {list(e.shape)}")
-        a = a.reshape(e.shape)
     if da != de:
         m.ok = False
         m.problem = f"dtype mismatch: {da} vs {de} (reference)"
@@ -335,6 +344,27 @@ def tensor_metrics(actual: Any, expected: Any, rtol: float | None = None, atol: 
             m.problem = f"mean absolute difference {m.mean_abs:.4g} above {tol.mean_atol:g} (reprod)"
     m.note = "; ".join(notes) or None
     return m
+
+
+def _broadcasts(a: tuple, b: tuple) -> bool:
+    """Whether one shape is the other broadcast (same rank, every differing dimension 1 on one side)."""
+    if len(a) != len(b):
+        return False
+    big = tuple(max(x, y) for x, y in zip(a, b))
+    return all(x == y or x == 1 or y == 1 for x, y in zip(a, b)) and big in (a, b)
+
+
+def reduce_broadcast(grad: Any, shape: tuple) -> Any:
+    """``grad`` summed over the dimensions where ``shape`` has 1 (the gradient of a broadcast tensor)."""
+    import numpy as np
+
+    g = np.asarray(grad)
+    if g.shape == tuple(shape) or not _broadcasts(g.shape, tuple(shape)) or g.ndim != len(shape):
+        return g
+    axes = tuple(i for i, (x, y) in enumerate(zip(g.shape, shape)) if y == 1 and x != 1)
+    if not axes or tuple(max(x, y) for x, y in zip(g.shape, shape)) != g.shape:
+        return g
+    return g.astype(np.float64).sum(axis=axes, keepdims=True).astype(g.dtype)
 
 
 def _scalar(v: Any) -> float:
