@@ -56,7 +56,7 @@ if TYPE_CHECKING:
 
     from ._trace import ForwardEvent, Trace
 
-__all__ = ["diff_traces", "HintContext", "to_paddle_layout"]
+__all__ = ["diff_traces", "HintContext", "current_context", "to_paddle_layout"]
 
 _IDENTITY = frozenset({"copy", "rename", "", "same", "identity"})
 _K = 4.0  # margin on the update's sensitivity to gradient differences
@@ -73,6 +73,33 @@ class HintContext(NamedTuple):
     """Whether paddlefix's ``cross_entropy`` patch was applied (None: unknown)."""
     ignore_index_labels: bool | None = None
     """Whether the batch's labels hold ``-100`` (None: unknown)."""
+
+
+def current_context(*, train: bool = False, shared_randomness: bool = False, labels: Any = None) -> HintContext:
+    """A :class:`HintContext` from paddlefix's own state now: whether the ``matmul_precision`` patch
+    is applied (and its mode), whether the ``cross_entropy`` patch is; ``labels`` (arrays, or a list
+    / dict of them) are searched for ``-100``. Imports no framework."""
+    import paddlefix
+
+    status = paddlefix.status()
+    mp = None
+    st = status.get("matmul_precision")
+    if st is not None and st.state == "applied":
+        from ..patches.matmul_precision import get_float32_matmul_precision
+
+        mp = get_float32_matmul_precision()
+    ce = status.get("cross_entropy")
+    ignore = None
+    if labels is not None:
+        import numpy as np
+
+        values = labels.values() if isinstance(labels, dict) else labels if isinstance(labels, (list, tuple)) \
+            else [labels]
+        ignore = any(np.any(np.asarray(v) == -100) for v in values
+                     if np.asarray(v).dtype.kind in "iu")
+    return HintContext(train=train, shared_randomness=shared_randomness, matmul_precision=mp,
+                       cross_entropy_patched=None if ce is None else ce.state == "applied",
+                       ignore_index_labels=ignore)
 
 
 class _PairView:
@@ -139,7 +166,8 @@ def diff_traces(paddle: "Trace", torch: "Trace", pairing: Any, *, tolerance: Any
         paddle, torch: the two runs (see ``paddlefix/align/_trace.py``).
         pairing: the :class:`~paddlefix.align.Pairing` of the two models.
         tolerance: ``None`` (per-dtype defaults), ``"reprod"`` or ``(rtol, atol)``.
-        context: what ``compare`` knows about the run, for the hints.
+        context: what ``compare`` knows about the run, for the hints (default:
+            :func:`current_context`, i.e. eval mode and paddlefix's patches as they are now).
 
     Raises:
         AlignError: a trace is of the wrong framework, the step counts differ, the tolerance is invalid.
@@ -153,7 +181,7 @@ def diff_traces(paddle: "Trace", torch: "Trace", pairing: Any, *, tolerance: Any
     if len(paddle.steps) != len(torch.steps):
         raise AlignError(f"the traces hold different numbers of steps: paddle {len(paddle.steps)}, "
                          f"torch {len(torch.steps)}")
-    ctx = context or HintContext()
+    ctx = context if context is not None else current_context()
     view = _PairView(pairing)
     d = _Differ(paddle, torch, view, tolerance, ctx)
     d.run()
@@ -523,8 +551,6 @@ class _Differ:
 
     # ------------------------------------------------------------------ parameters after the step
     def step(self, s: int) -> None:
-        import numpy as np
-
         ps, ts = self.pd.steps[s], self.pt.steps[s]
         if not ps.params_after or not ts.params_after:
             return

@@ -171,8 +171,10 @@ def _divergence_hints(dv: "Divergence", result: "AlignResult", d: "_Differ") -> 
         if (m is not None and m.problem is None and m.dtype in ("float32", "complex64") and
                 0 < m.scale_rel < _ROUNDING_LEVEL and (m.cosine is None or m.cosine > 0.99999) and matmul):
             if ctx.matmul_precision in ("float64",):
-                hints.append(f"The relative error ({m.scale_rel:.2g}) is near float32 rounding, but matmul_precision "
-                             f"was {ctx.matmul_precision!r} during this run: matmul rounding is ruled out.")
+                hints.append(f"The relative error ({m.scale_rel:.2g}) is near float32 rounding; matmul_precision "
+                             f"was {ctx.matmul_precision!r} during this run, so Paddle's matmuls were exact to "
+                             "float32 and this is torch's rounding or the module itself: if it stays at this "
+                             "level, widen the tolerance; if it grows along the layers, it is not rounding.")
             else:
                 hints.append(f"The relative error ({m.scale_rel:.2g}) is at float32 rounding level in a matmul-heavy "
                              "module: rule precision in or out with "

@@ -368,7 +368,7 @@ def reduce_broadcast(grad: Any, shape: tuple) -> Any:
 
 
 def _scalar(v: Any) -> float:
-    return float(v.real) if isinstance(v, complex) or getattr(v, "imag", 0) else float(v)
+    return float(v.real) if isinstance(v, complex) or bool(getattr(v, "imag", False)) else float(v)
 
 
 def missing_metrics(present: Any, side: str) -> Metrics:

@@ -169,6 +169,22 @@ def test_rounding_level_hint_and_matmul_precision():
     assert "set_float32_matmul_precision('float64')" in d.hint
     r2 = first(noise=2e-5, loss=False, context=HintContext(matmul_precision="float64"))
     assert "matmul_precision was 'float64'" in r2.first_divergence.hint
+    assert "set_float32_matmul_precision" not in r2.first_divergence.hint
+
+
+def test_current_context_reads_paddlefix_state(paddlefix_clean):
+    import paddlefix
+    from paddlefix.align._diff import current_context
+
+    ctx = current_context(labels={"labels": np.array([1, -100, 2]), "mask": np.ones(3, np.float32)})
+    assert ctx.ignore_index_labels is True and ctx.matmul_precision is None
+    assert current_context(labels=[np.array([0, 1])]).ignore_index_labels is False
+    paddlefix.apply("matmul_precision", force="matmul_precision")
+    paddlefix.set_float32_matmul_precision("float64")
+    try:
+        assert current_context().matmul_precision == "float64"
+    finally:
+        paddlefix.set_float32_matmul_precision("highest")
 
 
 def test_dropout_and_batchnorm_hints_in_train_mode():
