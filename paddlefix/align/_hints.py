@@ -79,10 +79,11 @@ def attach(result: "AlignResult", d: "_Differ") -> None:
         steps = sorted({r.step for r in noise})
         result.notes.append(
             f"{len(noise)} parameter value(s) after step(s) {', '.join(map(str, steps))} are out of tolerance "
-            f"(up to {m.max_abs if m else 0:.3g}, at {worst.paddle}) but explained: the gradients differ only by "
-            f"rounding (largest relative difference {ex.get('grad_rel_max', 0):.3g}) and the optimizer magnifies "
-            f"that (update size up to {ex.get('update_max', 0):.3g}; Adam-style optimizers divide a gradient near "
-            "eps by about 2 eps). Not a divergence; the next steps' differences are marked 'follows'."
+            f"(up to {m.max_abs if m else 0:.3g}, at {worst.paddle}) but explained: their gradients agree within "
+            f"tolerance, yet where a gradient is rounding-sized its relative difference reaches "
+            f"{ex.get('grad_rel_max', 0):.3g}, and the optimizer magnifies that (update size up to "
+            f"{ex.get('update_max', 0):.3g}; Adam-style optimizers turn a gradient near eps into a step of up to "
+            "lr). Not a divergence; the next steps' differences are marked 'follows'."
         )
 
 

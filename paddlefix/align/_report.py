@@ -573,6 +573,9 @@ def _plots(result: AlignResult) -> list[tuple[str, str]]:
                 ax.plot([p[0] for p in pts], [p[1] for p in pts], style, label=side)
         ax.set_xlabel("step")
         ax.set_ylabel("loss")
+        from matplotlib.ticker import MaxNLocator
+
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)
         fig.tight_layout()
