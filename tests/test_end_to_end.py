@@ -12,14 +12,14 @@ import numpy as np
 import pytest
 
 import paddlefix
-from paddlefix import fakedata
+from paddlefix import align, fakedata
 
 paddle = pytest.importorskip("paddle")
 T = pytest.importorskip("paddlenlp.transformers")
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from tests.patches.test_attention_mask import _hf_copy  # noqa: E402  (weight mapping paddle -> HF)
+from tests.patches.test_attention_mask import _hf_copy  # noqa: E402  (HF model built from a paddle config)
 
 WORDS = "the a what is where who capital city river of paris france rome italy ##s ##ing , . ?".split()
 SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -92,9 +92,7 @@ def test_bert_qa_port_aligns_with_pytorch_end_to_end(paddlefix_clean, vocab_file
     pd_head = paddle.nn.Linear(16, 2)
     hf_bert = _hf_copy(pd_bert)
     hf_head = torch.nn.Linear(16, 2)
-    with torch.no_grad():
-        hf_head.weight.copy_(torch.from_numpy(pd_head.weight.numpy().T))
-        hf_head.bias.copy_(torch.from_numpy(pd_head.bias.numpy()))
+    align.transfer(pd_head, hf_head)
 
     # 4. Eval mode (deterministic), forward, loss, backward: in both.
     pd_bert.eval()

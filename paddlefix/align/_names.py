@@ -113,8 +113,14 @@ def name_rules(paddle_model: Any = None) -> list[NameRule]:
 
 
 def _pattern(template: str) -> re.Pattern[str]:
-    body = re.escape(template).replace("N", r"(\d+)")
+    body = r"\.".join(r"(\d+)" if part == "N" else re.escape(part) for part in template.split("."))
     return re.compile(r"(^|.*\.)" + body + r"$")
+
+
+def _fill(template: str, indices: list[str]) -> str:
+    parts = template.split(".")
+    it = iter(indices)
+    return ".".join(next(it, part) if part == "N" else part for part in parts)
 
 
 def _rewrite(name: str, rules: list[NameRule], to_paddle: bool, params: bool) -> list[tuple[str, NameRule]]:
@@ -128,10 +134,7 @@ def _rewrite(name: str, rules: list[NameRule], to_paddle: bool, params: bool) ->
         if not m:
             continue
         prefix, indices = m.group(1), list(m.groups()[1:])
-        result = dst
-        for idx in indices:
-            result = result.replace("N", idx, 1)
-        out.append((prefix + result, rule))
+        out.append((prefix + _fill(dst, indices), rule))
     return out
 
 

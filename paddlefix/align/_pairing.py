@@ -210,6 +210,8 @@ class Pairing:
         missing: destination parameters / buffers nothing sets, with candidates.
         unused: source entries no destination uses (tied aliases of used ones excluded).
         tied: (alias, canonical) names on the destination that share one tensor.
+        tied_sources: (source entry, source entry used) pairs where a state dict holds a tied
+            tensor twice (equal values, the destination ties them): not listed as unused.
         src / dst: ``"paddle"`` / ``"torch"`` (``src`` may be None for a NumPy state dict of unknown origin).
     """
 
@@ -222,6 +224,7 @@ class Pairing:
         self.unused: list[str] = []
         self.dropped: list[str] = []
         self.tied: list[tuple[str, str]] = []
+        self.tied_sources: list[tuple[str, str]] = []
         self.conflicts: list[str] = []
         self.src: str | None = None
         self.dst: str = ""
@@ -277,6 +280,7 @@ class Pairing:
             "unused": list(self.unused),
             "dropped": list(self.dropped),
             "tied": [list(t) for t in self.tied],
+            "tied_sources": [list(t) for t in self.tied_sources],
             "conflicts": list(self.conflicts),
         }
 
@@ -350,6 +354,7 @@ class _Pairer:
         self.used: set[str] = set()  # source names used
         self.unit_pairs: dict[str, tuple[str, str]] = {}  # dst unit -> (src unit path, how)
         self.reasons: dict[str, tuple[str, tuple[str, ...]]] = {}
+        self.unfit: set[str] = set()  # destination layers found by name whose shapes do not fit
 
     # direction helpers
     def _to_src_paths(self, dst_path: str, params: bool = False) -> list[str]:
@@ -387,10 +392,13 @@ class _Pairer:
             return None
         steps: list[_Step] = []
         problems: list[str] = []
-        if rule is not None and rule.to_paddle is not None:
-            return self._resolve_layer_rule(d, rule, snames, s_layer, s_path, how)
+        if rule is not None and (rule.to_paddle is not None or rule.to_torch is not None):
+            return None  # converted as a whole layer (stage 0), or not at all
         dst_is_paddle = self.dst.framework == "paddle"
         by_dst = (rule.paddle_to_torch_names() if dst_is_paddle else rule.torch_to_paddle_names()) if rule else {}
+        if rule is not None:
+            dropped = set(rule.drop_paddle if dst_is_paddle else rule.drop_torch)
+            pending = [(loc, full) for loc, full in pending if loc not in dropped]
         for loc, full in pending:
             prule = by_dst.get(loc)
             src_local_names = [prule.torch if dst_is_paddle else prule.paddle] if prule else []
@@ -410,25 +418,7 @@ class _Pairer:
                 )
                 continue
             steps.append(_Step(d.path, s_path, (full,), (sname,), rule, prule, t_how, how))
-        if problems:
-            return None if not steps else (steps, problems)
         return steps, problems
-
-    def _resolve_layer_rule(
-        self, d: _Unit, rule: Any, snames: dict[str, str], s_layer: Any, s_path: str, how: str
-    ) -> tuple[list[_Step], list[str]] | None:
-        dst_is_paddle = self.dst.framework == "paddle"
-        t_layer, p_layer = (s_layer, d.layer) if dst_is_paddle else (d.layer, s_layer)
-        triples = rule.name_pairs(t_layer, p_layer) if rule.name_pairs else None
-        pending = [full for full in d.params.values() if full not in self.dst.alias and full not in self.done]
-        dst_names = tuple(pending)
-        src_names = tuple(snames.values())
-        if triples:
-            hows = sorted({h for _, _, h in triples})
-            t_how = hows[0] if len(hows) == 1 else "+".join(hows)
-        else:
-            t_how = rule.name
-        return [_Step(d.path, s_path, dst_names, src_names, rule, None, t_how, how)], []
 
     def _accept(self, d: _Unit, mpath: str, steps: list[_Step], how: str) -> None:
         for st in steps:
@@ -438,8 +428,75 @@ class _Pairer:
         src_path = steps[0].src_unit if steps else mpath
         self.unit_pairs[d.path] = (src_path, how)
 
+    def _layer_rules(self) -> None:
+        """Layers converted as a whole (packed attention projections, recurrent weights).
+
+        A rule with a layer-level converter matches a destination layer (leaf or container); its
+        converter receives every canonical source entry under the paired source layer (names
+        relative to it) and returns every canonical destination entry under the destination layer.
+        """
+        if self.same_framework:
+            return
+        layered = [r for r in _rules.RULES if r.to_paddle is not None or r.to_torch is not None]
+        if not layered:
+            return
+        dst = self.dst
+        d_layers = dst.layers or [(u.path, u.layer) for u in dst.units.values()]
+        ad = adapter_for(dst.model) if dst.model is not None else None
+        for path, layer in d_layers:
+            if ad is None:
+                break
+            d_type, d_qual = ad.type_name(layer), ad.qualified_type(layer)
+            if not any(_rules._match_side(r.paddle_types if dst.framework == "paddle" else r.torch_types, d_type, d_qual) > 0
+                       for r in layered):
+                continue
+            prefix = path + "." if path else ""
+            d_names = tuple(
+                n for n in dst.tensors if (n.startswith(prefix) or not path) and n not in dst.alias and n not in self.done
+            )
+            if not d_names:
+                continue
+            for mpath, how in [(path, "name")] + [(x, "hf-names") for x in self._to_src_paths(path)]:
+                mprefix = mpath + "." if mpath else ""
+                s_names = {m: n for m, n in self.by_mapped.items()
+                           if (m.startswith(mprefix) or not mpath) and self.src.canonical(n) == n and n not in self.used}
+                if not s_names:
+                    continue
+                orig = self._orig_layer_path(mpath, s_names)
+                s_unit_layer = dict(self.src.layers).get(orig) if self.src.layers else None
+                s_type = type(s_unit_layer).__name__ if s_unit_layer is not None else None
+                s_qual = adapter_for(s_unit_layer).qualified_type(s_unit_layer) if s_unit_layer is not None else None
+                if self.dst.framework == "paddle":
+                    rule = _rules.find_rule(s_type, d_type, torch_qualified=s_qual, paddle_qualified=d_qual)
+                else:
+                    rule = _rules.find_rule(d_type, s_type, torch_qualified=d_qual, paddle_qualified=s_qual)
+                if rule is None or (rule.to_paddle is None and rule.to_torch is None):
+                    continue
+                if how == "name" and any(n in self.changed for n in s_names.values()):
+                    how = "mapping"
+                st = _Step(path, orig, d_names, tuple(s_names.values()), rule, None, _layer_how(rule, s_unit_layer, layer, self.dst.framework), how)
+                self.steps.append(st)
+                self.done.update(d_names)
+                self.used.update(st.src_names)
+                self.unit_pairs[path] = (orig, how)
+                break
+
+    def _orig_layer_path(self, mpath: str, s_names: dict[str, str]) -> str:
+        """The source layer path behind a mapped path (the longest common prefix of its entries)."""
+        if not self.changed:
+            return mpath
+        parts = [n.split(".")[:-1] for n in s_names.values()]
+        common: list[str] = []
+        for seg in zip(*parts):
+            if len(set(seg)) != 1:
+                break
+            common.append(seg[0])
+        return ".".join(common)
+
     def run(self) -> None:
         dst, src = self.dst, self.src
+        # 0. layers converted as a whole
+        self._layer_rules()
         # 1. parameter-level name rules (local names that differ between HF and paddlenlp)
         for d in dst.units.values():
             for loc, full in d.params.items():
@@ -465,10 +522,23 @@ class _Pairer:
                 if res is None:
                     continue
                 steps, problems = res
+                if problems and all(": no " in x and " in source layer " in x for x in problems):
+                    # Some entries absent from the source layer: copy what is there, name the rest.
+                    for x in problems:
+                        self.reasons[x.split(":", 1)[0]] = (x.split(": ", 1)[1], ())
+                    if steps:
+                        self._accept(d, mpath, steps, how)
+                    break
                 if problems:
-                    for p in problems:
-                        name = p.split(":", 1)[0]
-                        self.reasons[name] = (p.split(": ", 1)[1], ())
+                    # The layer was found by name but its shapes do not fit: nothing of it is copied.
+                    own = {p.split(":", 1)[0]: p.split(": ", 1)[1] for p in problems}
+                    for full in d.params.values():
+                        if full in self.dst.alias or full in self.done:
+                            continue
+                        reason = own.get(full) or "its layer pairs by name but does not fit: " + "; ".join(problems)
+                        self.reasons[full] = (reason, ())
+                    self.unfit.add(d.path)
+                    break
                 self._accept(d, mpath, steps, how)
                 break
         # 3. structure: leaf layers left on both sides, by kind and shapes, when unambiguous
@@ -477,6 +547,8 @@ class _Pairer:
     def _left_dst(self) -> list[_Unit]:
         out = []
         for d in self.dst.units.values():
+            if d.path in self.unfit:
+                continue
             pending = [f for f in d.params.values() if f not in self.dst.alias]
             if pending and not any(f in self.done for f in pending):
                 out.append(d)
@@ -548,6 +620,53 @@ class _Pairer:
         return out
 
 
+def _layer_how(rule: Any, src_layer: Any, dst_layer: Any, dst_framework: str | None) -> str:
+    if rule.name_pairs is None:
+        return rule.name
+    t_layer, p_layer = (src_layer, dst_layer) if dst_framework == "paddle" else (dst_layer, src_layer)
+    try:
+        hows = sorted({h for _, _, h in rule.name_pairs(t_layer, p_layer)})
+    except Exception:  # a report detail only
+        return rule.name
+    return "+".join(hows) if hows else rule.name
+
+
+def _to_numpy(t: Any) -> Any:
+    import numpy as np
+
+    return adapter_for(t).to_numpy(t) if framework_of(t) is not None else np.asarray(t)
+
+
+def _tied_duplicate(p: _Pairer, name: str, out: Pairing) -> bool:
+    """True if a source entry names a tied alias on the destination and equals what set the canonical.
+
+    A bare state dict loses tying: its ``cls.predictions.decoder.weight`` is a second copy of the
+    word embeddings. Such a copy is recorded in ``out.tied_sources`` instead of ``unused``.
+    """
+    m = p.mapped.get(name)
+    if m is None:
+        return False
+    path, _, local = m.rpartition(".")
+    if p.same_framework:
+        paths = [path]
+    elif p.dst.framework == "paddle":
+        paths = [path] + [x for x, _ in hf_to_paddle_paths(path, p.name_rules)]
+    else:
+        paths = [path] + [x for x, _ in paddle_to_hf_paths(path, p.name_rules)]
+    for dp in paths:
+        d_name = _join(dp, local)
+        canon = p.dst.alias.get(d_name)
+        if canon is None:
+            continue
+        for st in p.steps:
+            if canon in st.dst_names and len(st.src_names) == 1:
+                a, b = _to_numpy(p.src.tensors[name]), _to_numpy(p.src.tensors[st.src_names[0]])
+                if a.shape == b.shape and a.dtype == b.dtype and bool((a == b).all()):
+                    out.tied_sources.append((name, st.src_names[0]))
+                    return True
+    return False
+
+
 def _candidates(src: _Side, unused: list[str], name: str, shape: tuple[int, ...]) -> tuple[str, ...]:
     fit = [n for n in unused if src.shape(n) in (shape, tuple(reversed(shape)))]
     fit.sort(key=lambda n: -difflib.SequenceMatcher(None, n, name).ratio())
@@ -592,6 +711,7 @@ def _build(src: _Side, dst: _Side, mapping: MappingArg) -> Pairing:
                 if n in src.tensors:
                     src_drop.add(n)
     out.unused = [n for n in out.unused if n not in src_drop]
+    out.unused = [n for n in out.unused if not _tied_duplicate(p, n, out)]
     for full in dst.tensors:
         if full in dst.alias:
             out.tied.append((full, dst.alias[full]))
@@ -648,17 +768,37 @@ def _pairs_and_params(out: Pairing, p: _Pairer, src: _Side, dst: _Side) -> None:
             dn, sn = st.dst_names[0], st.src_names[0]
             out.params.append(ParamPair(*((dn, sn) if dst_is_paddle else (sn, dn)), st.how, k))
         else:
+            triples = _name_triples(st, paddle_side, torch_side, dst_is_paddle)
+            if triples:
+                for pn, tn, how in triples:
+                    out.params.append(ParamPair(pn, tn, how, k))
+                continue
             for dn in st.dst_names:
                 sn = "+".join(st.src_names)
                 out.params.append(ParamPair(*((dn, sn) if dst_is_paddle else (sn, dn)), st.how, k))
     paired_p = set(pairs)
     paired_t = {x.torch_path for x in pairs.values()}
-    out.unpaired_paddle = [u for u in paddle_side.units if u not in paired_p and _has_canon(paddle_side, u)]
-    out.unpaired_torch = [u for u in torch_side.units if u not in paired_t and _has_canon(torch_side, u)]
+    covered = p.done | p.used
+    out.unpaired_paddle = [u for u in paddle_side.units if u not in paired_p and _has_canon(paddle_side, u, covered)]
+    out.unpaired_torch = [u for u in torch_side.units if u not in paired_t and _has_canon(torch_side, u, covered)]
 
 
-def _has_canon(side: _Side, path: str) -> bool:
-    return any(f not in side.alias for f in side.units[path].params.values())
+def _name_triples(st: _Step, paddle_side: _Side, torch_side: _Side, dst_is_paddle: bool) -> list[tuple[str, str, str]]:
+    """Full-name (paddle, torch, how) triples of a whole-layer step, from its rule's ``name_pairs``."""
+    if st.rule is None or st.rule.name_pairs is None:
+        return []
+    p_path, t_path = (st.dst_unit, st.src_unit) if dst_is_paddle else (st.src_unit, st.dst_unit)
+    p_layer = dict(paddle_side.layers).get(p_path) if paddle_side.layers else None
+    t_layer = dict(torch_side.layers).get(t_path) if torch_side.layers else None
+    try:
+        triples = st.rule.name_pairs(t_layer, p_layer)
+    except Exception:  # a report detail only: fall back to the joined names
+        return []
+    return [(_join(p_path, pl), _join(t_path, tl), how) for pl, tl, how in triples]
+
+
+def _has_canon(side: _Side, path: str, covered: set[str]) -> bool:
+    return any(f not in side.alias and f not in covered for f in side.units[path].params.values())
 
 
 def _containers(pairs: dict[str, Pair], p: _Pairer, paddle_side: _Side, torch_side: _Side, dst_is_paddle: bool) -> None:

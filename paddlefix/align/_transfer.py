@@ -232,7 +232,8 @@ def _convert_layer(pairing: Pairing, st: Any) -> dict[str, Any]:
     arrays = {_local(n, st.src_unit): _as_numpy(src_side.tensors[n]) for n in st.src_names}
     s_unit = src_side.units.get(st.src_unit)
     s_layer = s_unit.layer if s_unit is not None else None
-    d_layer = dst_side.units[st.dst_unit].layer
+    d_layer = dict(dst_side.layers).get(st.dst_unit)
+    s_layer = dict(src_side.layers).get(st.src_unit, s_layer) if src_side.layers else s_layer
     if pairing.dst == "paddle":
         if st.rule.to_paddle is None:
             raise TransferError(f"rule {st.rule.name!r} cannot convert torch -> paddle")

@@ -68,10 +68,21 @@ class ConfigRule(NamedTuple):
 
 
 LayerConverter = Callable[[dict, Any, Any], dict]
-"""``fn(arrays: {local name: ndarray}, torch_layer | None, paddle_layer | None) -> {local name: ndarray}``."""
+"""``fn(arrays, torch_layer, paddle_layer) -> arrays`` for a whole layer (many-to-many layouts).
+
+``arrays`` holds every canonical (not tied-alias) parameter and persistable buffer *under* the
+source layer, recursively, by name relative to it (``in_proj_weight``, ``out_proj.weight``;
+``weight_ih_l0``); the result must hold every canonical entry under the destination layer, by
+relative name (``q_proj.weight``, ...), in the destination's layout. ``torch_layer`` /
+``paddle_layer`` are the two layers (the source one is None when the source is a bare state dict),
+for configuration such as ``num_heads`` or ``bidirectional``. Arrays are NumPy; return new arrays
+or views, never modify the inputs.
+"""
 
 NamePairs = Callable[[Any, Any], list]
-"""``fn(torch_layer | None, paddle_layer | None) -> [(paddle_local, torch_local, how), ...]`` for reports."""
+"""``fn(torch_layer | None, paddle_layer | None) -> [(paddle_rel_name, torch_rel_name, how), ...]``:
+which entries feed which (``how``: ``split``, ``join``, ``transpose``, ...), for reports and for the
+parameter pairing ``compare`` uses."""
 
 
 class LayerRule(NamedTuple):
@@ -149,7 +160,7 @@ _BASE_RULES: tuple[LayerRule, ...] = (
     LayerRule(
         "linear-torch-layout",
         ("Linear", "NonDynamicallyQuantizableLinear"),
-        ("paddle.compat.nn.Linear", "paddlenlp.transformers.bert.modeling.TransposedLinear", "TransposedLinear"),
+        ("paddle.compat.nn.Linear", ".TransposedLinear"),
         _WB,
     ),
     LayerRule(

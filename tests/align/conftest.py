@@ -1,14 +1,13 @@
 """Tiny model pairs shared by the align tests (module / session scoped: build once, reuse).
 
-Each pair fixture returns fresh-looking models of both frameworks with the same configuration
-and *different* random weights: tests that need them equal call ``align.transfer`` themselves.
-Tests that change a model's weights must not use the session fixtures (use the ``make_*``
-factories instead).
+Each ``*_pair`` fixture returns a (torch model, Paddle model) pair with the same configuration
+and equal weights (copied by ``align.transfer``), in eval mode. They are shared across a test
+module: tests that change weights or modes build their own with the ``make_*`` factories.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np  # noqa: F401  (zlib/numpy loaded before paddle: FACTS.md, paddle 2.6.2 hazard)
 import pytest
@@ -31,15 +30,22 @@ TINY = dict(
 )
 
 
+def _family_kwargs(family: str, overrides: dict[str, Any]) -> dict[str, Any]:
+    kw = dict(TINY, **overrides)
+    if family == "roberta":  # position ids start after the padding index
+        kw["pad_token_id"] = overrides.get("pad_token_id", 1)
+        kw["max_position_embeddings"] = kw["max_position_embeddings"] + 2
+    if family == "electra":  # embeddings smaller than hidden: the projection layer exists on both sides
+        kw.setdefault("embedding_size", 8)
+    return kw
+
+
 def hf_config(family: str = "bert", **overrides: Any) -> Any:
     """A small Hugging Face config (eager attention, no dropout) for ``family``."""
     transformers = pytest.importorskip("transformers")
     cls = {"bert": transformers.BertConfig, "roberta": transformers.RobertaConfig,
            "electra": transformers.ElectraConfig, "ernie": transformers.ErnieConfig}[family]
-    kw = dict(TINY, **overrides)
-    if family == "roberta":
-        kw.setdefault("pad_token_id", 1)
-        kw["max_position_embeddings"] = kw["max_position_embeddings"] + 2
+    kw = _family_kwargs(family, overrides)
     cfg = cls(**kw)
     cfg._attn_implementation = "eager"
     return cfg
@@ -50,10 +56,7 @@ def pd_config(family: str = "bert", **overrides: Any) -> Any:
     T = pytest.importorskip("paddlenlp.transformers")
     cls = {"bert": T.BertConfig, "roberta": T.RobertaConfig, "electra": T.ElectraConfig,
            "ernie": T.ErnieConfig}[family]
-    kw = dict(TINY, **overrides)
-    if family == "roberta":
-        kw.setdefault("pad_token_id", 1)
-        kw["max_position_embeddings"] = kw["max_position_embeddings"] + 2
+    kw = _family_kwargs(family, overrides)
     return cls(**kw)
 
 
@@ -74,28 +77,46 @@ def make_pd(cls_name: str, family: str = "bert", seed: int = 2, **overrides: Any
     return model
 
 
+def aligned(torch_model: Any, paddle_model: Any, strict: bool = True) -> tuple[Any, Any]:
+    """The pair with the torch weights copied into the Paddle model (``align.transfer``)."""
+    from paddlefix import align
+
+    align.transfer(torch_model, paddle_model, strict=strict)
+    return torch_model, paddle_model
+
+
 @pytest.fixture(scope="module")
 def hf_bert_pair() -> tuple[Any, Any]:
-    """(HF ``BertModel``, paddlenlp ``BertModel``): same tiny config, independent random weights."""
-    return make_hf("BertModel"), make_pd("BertModel")
+    """(HF ``BertModel``, paddlenlp ``BertModel``): same tiny config, equal weights (eval mode)."""
+    return aligned(make_hf("BertModel"), make_pd("BertModel"))
 
 
 @pytest.fixture(scope="module")
 def hf_bert_mlm_pair() -> tuple[Any, Any]:
-    """(HF ``BertForMaskedLM``, paddlenlp ``BertForMaskedLM``): tied decoder on both sides."""
-    return make_hf("BertForMaskedLM"), make_pd("BertForMaskedLM")
+    """(HF ``BertForMaskedLM``, paddlenlp ``BertForMaskedLM``), tied decoders, equal weights.
+
+    paddlenlp's masked-LM model has a pooler HF's has not; it keeps its own random weights.
+    """
+    from paddlefix import align
+
+    hf, pd = make_hf("BertForMaskedLM"), make_pd("BertForMaskedLM")
+    align.transfer(hf, pd, strict=False)
+    return hf, pd
 
 
 @pytest.fixture(scope="module")
 def hf_bert_qa_pair() -> tuple[Any, Any]:
-    """(HF ``BertForQuestionAnswering``, paddlenlp ``BertForQuestionAnswering``)."""
-    return make_hf("BertForQuestionAnswering"), make_pd("BertForQuestionAnswering")
+    """(HF ``BertForQuestionAnswering``, paddlenlp ``BertForQuestionAnswering``), equal weights.
+
+    paddlenlp's model has a pooler (unused by the QA head) HF's has not; it keeps its own weights.
+    """
+    return aligned(make_hf("BertForQuestionAnswering"), make_pd("BertForQuestionAnswering"), strict=False)
 
 
 @pytest.fixture(scope="module")
 def hf_roberta_pair() -> tuple[Any, Any]:
-    """(HF ``RobertaModel``, paddlenlp ``RobertaModel``)."""
-    return make_hf("RobertaModel", "roberta"), make_pd("RobertaModel", "roberta")
+    """(HF ``RobertaModel``, paddlenlp ``RobertaModel``), equal weights."""
+    return aligned(make_hf("RobertaModel", "roberta"), make_pd("RobertaModel", "roberta"))
 
 
 @pytest.fixture(scope="module")
@@ -174,8 +195,8 @@ def make_paddle_cnn(seed: int = 4) -> Any:
 
 @pytest.fixture(scope="module")
 def cnn_pair() -> tuple[Any, Any]:
-    """(torch CNN, Paddle CNN) with BatchNorm, PReLU, ConvTranspose, GroupNorm, InstanceNorm, LayerNorm."""
-    return make_torch_cnn(), make_paddle_cnn()
+    """(torch CNN, Paddle CNN) with BatchNorm, PReLU, ConvTranspose, GroupNorm, InstanceNorm, LayerNorm; equal weights."""
+    return aligned(make_torch_cnn(), make_paddle_cnn())
 
 
 def make_square_pair(width: int = 8, depth: int = 3, seed: int = 5) -> tuple[Any, Any]:
@@ -201,5 +222,3 @@ def to_numpy(x: Any) -> np.ndarray:
         return x.detach().cpu().numpy()
     return np.asarray(x.numpy())
 
-
-Factory = Callable[..., Any]

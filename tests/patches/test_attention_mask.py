@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 import paddlefix
-from paddlefix import PaddlefixWarning
+from paddlefix import PaddlefixWarning, align
 
 from ..conftest import run_python
 
@@ -54,6 +54,7 @@ def _paddle_bert(seed: int = 0, layers: int = 2) -> "T.BertModel":
 
 
 def _hf_copy(model: "T.BertModel") -> "transformers.BertModel":
+    """An HF BertModel with the paddlenlp model's configuration and weights (``align.transfer``)."""
     c = model.config
     config = transformers.BertConfig(
         vocab_size=c.vocab_size,
@@ -70,34 +71,7 @@ def _hf_copy(model: "T.BertModel") -> "transformers.BertModel":
         attn_implementation="eager",
     )
     hf = transformers.BertModel(config, add_pooling_layer=True).eval()
-    sd = {k: v.numpy() for k, v in model.state_dict().items()}
-    out = {
-        "embeddings.word_embeddings.weight": sd["embeddings.word_embeddings.weight"],
-        "embeddings.position_embeddings.weight": sd["embeddings.position_embeddings.weight"],
-        "embeddings.token_type_embeddings.weight": sd["embeddings.token_type_embeddings.weight"],
-        "embeddings.LayerNorm.weight": sd["embeddings.layer_norm.weight"],
-        "embeddings.LayerNorm.bias": sd["embeddings.layer_norm.bias"],
-        "pooler.dense.weight": sd["pooler.dense.weight"].T,
-        "pooler.dense.bias": sd["pooler.dense.bias"],
-    }
-    names = {
-        "self_attn.q_proj": "attention.self.query",
-        "self_attn.k_proj": "attention.self.key",
-        "self_attn.v_proj": "attention.self.value",
-        "self_attn.out_proj": "attention.output.dense",
-        "linear1": "intermediate.dense",
-        "linear2": "output.dense",
-        "norm1": "attention.output.LayerNorm",
-        "norm2": "output.LayerNorm",
-    }
-    for i in range(c.num_hidden_layers):
-        for ours, theirs in names.items():
-            w = sd[f"encoder.layers.{i}.{ours}.weight"]
-            out[f"encoder.layer.{i}.{theirs}.weight"] = w.T if w.ndim == 2 else w
-            out[f"encoder.layer.{i}.{theirs}.bias"] = sd[f"encoder.layers.{i}.{ours}.bias"]
-    state = {k: torch.tensor(np.ascontiguousarray(v)) for k, v in out.items()}
-    missing, unexpected = hf.load_state_dict(state, strict=False)
-    assert not unexpected and all("position_ids" in m or "token_type_ids" in m for m in missing)
+    align.transfer(model, hf)  # strict: every HF weight set, by layer, transposes decided by type
     return hf
 
 
