@@ -262,15 +262,28 @@ def optimizer_info(optimizer: Any, framework: str, names: dict[int, str]) -> dic
 
 
 def _module_config(adapter: Any, layer: Any) -> dict[str, Any]:
-    """The configuration values the rules table compares for this layer's type (label -> value)."""
-    try:
-        from . import rules
-    except ImportError:  # the rules table is not available: no configuration findings
-        return {}
-    finder = getattr(rules, "config_of", None)
-    if finder is not None:
-        return dict(finder(layer, adapter.framework))
-    return {}
+    """The configuration values the rules table compares for this layer's type: ``{label: value}``,
+    each value already in the rule's one convention (a Paddle BatchNorm's momentum as torch's)."""
+    from . import rules
+
+    framework = adapter.framework
+    type_name = adapter.type_name(layer)
+    qualified = adapter.qualified_type(layer)
+    out: dict[str, Any] = {}
+    for rule in rules.RULES:
+        names = rule.torch_types if framework == "torch" else rule.paddle_types
+        if not rule.config or not rules._matches(names, type_name, qualified):
+            continue
+        for c in rule.config:
+            if c.label in out:
+                continue
+            get = c.torch_get if framework == "torch" else c.paddle_get
+            try:
+                value = get(layer)
+                out[c.label] = c.normalise(value) if c.normalise is not None else value
+            except Exception as exc:  # a getter that does not fit this version's attributes
+                log.debug("config %r of %s not read: %s", c.label, type_name, exc)
+    return out
 
 
 # --------------------------------------------------------------------------- capture
@@ -429,7 +442,10 @@ def capture(
     """
     from .adapters import adapter_for
 
-    adapter = adapter_for(model)
+    try:
+        adapter = adapter_for(model)
+    except TypeError:
+        adapter = None
     if adapter is None or not adapter.is_model(model):
         raise AlignError(f"model must be a paddle.nn.Layer or a torch.nn.Module; got {type(model).__name__}")
     framework = adapter.framework

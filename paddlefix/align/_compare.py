@@ -194,14 +194,15 @@ def compare(
         AlignError: bad arguments (the message names the argument), a loss that is not a scalar,
             or a model that raised inside forward (names the framework and the module path).
     """
-    trace_pd, trace_pt, pairing = _run(
+    from ._diff import diff_traces
+    from ._metrics import check_tolerance
+
+    check_tolerance(tolerance)  # AlignError naming the argument
+    trace_pd, trace_pt, pairing, context = _run(
         paddle_model, torch_model, inputs, loss=loss, optimizers=optimizers, steps=steps, train=train,
         mapping=mapping, transfer=transfer,
     )
-    from ._diff import diff_traces
-
-    result = diff_traces(trace_pd, trace_pt, pairing, tolerance=tolerance)
-    return result
+    return diff_traces(trace_pd, trace_pt, pairing, tolerance=tolerance, context=context)
 
 
 def assert_aligned(
@@ -231,10 +232,12 @@ def _run(
     train: bool,
     mapping: Any,
     transfer: bool,
-) -> "tuple[Trace, Trace, Any]":
+) -> "tuple[Trace, Trace, Any, Any]":
     from ._capture import capture
 
     offline = isinstance(torch_model, (str, os.PathLike))
+    if torch_model is None:
+        raise AlignError("torch_model must be a torch.nn.Module or the path of a file written by align.record; got None")
     fw = _framework(paddle_model)
     if fw != "paddle":
         hint = " (the arguments look swapped: the Paddle model comes first)" if fw == "torch" else ""
@@ -276,11 +279,17 @@ def _run(
         source: Any = recorded.params_before if recorded is not None else torch_model
         do_transfer(source, paddle_model, mapping=mapping)
 
-    pairing = _pairing(paddle_model, recorded if recorded is not None else torch_model, mapping)
+    pairing = _pairing(paddle_model, recorded.params_before if recorded is not None else torch_model, mapping)
+    if not pairing.pairs:
+        raise AlignError(
+            "paddle_model and torch_model could not be paired (no layer of one corresponds to a layer of the "
+            "other); pass mapping= to rename torch names, or check the models:\n" + str(pairing)
+        )
 
     update, close = _progress(steps * (1 if offline else 2))
+    shared = False
     try:
-        runs = _randomness(paddle_model, None if offline else torch_model, train)
+        runs, shared = _randomness(paddle_model, None if offline else torch_model, train)
         with runs:
             trace_pd = capture(
                 paddle_model, [convert_batch(b, "paddle") for b in batches], loss_fn=loss_pd, optimizer=opt_pd,
@@ -295,13 +304,52 @@ def _run(
                 trace_pt = recorded
     finally:
         close()
-    return trace_pd, trace_pt, pairing
+    return trace_pd, trace_pt, pairing, _context(batches, train, shared)
+
+
+def _context(batches: list[Any], train: bool, shared: bool) -> Any:
+    """What the hints need to know about the run besides the traces."""
+    import numpy as np
+
+    import paddlefix
+
+    from ._diff import HintContext
+
+    state = paddlefix.status()
+    matmul = state.get("matmul_precision")
+    precision = paddlefix.get_float32_matmul_precision() if matmul is not None and matmul.state == "applied" else None
+    ce = state.get("cross_entropy")
+    labels = False
+    for batch in batches:
+        for leaf in _leaves(batch):
+            arr = leaf if isinstance(leaf, np.ndarray) else None
+            if arr is None and hasattr(leaf, "numpy") and "int" in str(getattr(leaf, "dtype", "")):
+                arr = np.asarray(leaf.numpy() if not hasattr(leaf, "detach") else leaf.detach().cpu().numpy())
+            if arr is not None and arr.dtype.kind == "i" and arr.size and (arr == -100).any():
+                labels = True
+    return HintContext(
+        train=train, shared_randomness=shared, matmul_precision=precision,
+        cross_entropy_patched=None if ce is None else ce.state == "applied", ignore_index_labels=labels,
+    )
+
+
+def _leaves(obj: Any) -> list[Any]:
+    if isinstance(obj, Mapping):
+        return [x for v in obj.values() for x in _leaves(v)]
+    if isinstance(obj, (list, tuple)):
+        return [x for v in obj for x in _leaves(v)]
+    return [obj]
 
 
 def _pairing(paddle_model: Any, other: Any, mapping: Any) -> Any:
+    """The pairing, torch side first so ``mapping`` rewrites torch names (as in ``transfer``)."""
+    from ._errors import TransferError
     from ._pairing import pair
 
-    return pair(paddle_model, other, mapping=mapping)
+    try:
+        return pair(other, paddle_model, mapping=mapping)
+    except TransferError as exc:
+        raise AlignError(f"paddle_model and torch_model cannot be paired: {exc}") from exc
 
 
 class _NoRandomness:
@@ -312,16 +360,14 @@ class _NoRandomness:
         return None
 
 
-def _randomness(paddle_model: Any, torch_model: Any, train: bool) -> Any:
-    """The context both runs happen in: shared randomness in train mode where available."""
+def _randomness(paddle_model: Any, torch_model: Any, train: bool) -> tuple[Any, bool]:
+    """The context both runs happen in, and whether it shares randomness: in train mode both models
+    draw their dropout masks from one stream (``same_randomness``)."""
     if not train or torch_model is None:
-        return _NoRandomness()
-    try:
-        from ._randomness import same_randomness
-    except ImportError:
-        log.info("align.compare: train=True without shared randomness (dropout masks differ per framework)")
-        return _NoRandomness()
-    return same_randomness(seed=0)
+        return _NoRandomness(), False
+    from ._randomness import same_randomness
+
+    return same_randomness(seed=0, models=(paddle_model, torch_model)), True
 
 
 def _load_record(path: Any, batches: list[Any], *, loss: Any, optimizer: Any, steps: int, train: bool) -> "Trace":

@@ -148,6 +148,90 @@ def _untransposed_linears(path: str, d: "_Differ") -> list[str]:
     return hits
 
 
+def _elementwise_candidates() -> list[tuple[str, Any]]:
+    import math
+
+    import numpy as np
+
+    erf = np.frompyfunc(math.erf, 1, 1)
+
+    def gelu(x: Any) -> Any:
+        return 0.5 * x * (1.0 + erf(x / math.sqrt(2.0)).astype(np.float64))
+
+    def gelu_tanh(x: Any) -> Any:
+        return 0.5 * x * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x**3)))
+
+    def sigmoid(x: Any) -> Any:
+        return 1.0 / (1.0 + np.exp(-x))
+
+    return [
+        ("identity", lambda x: x),
+        ("gelu (exact, erf)", gelu),
+        ("gelu (tanh approximation)", gelu_tanh),
+        ("relu", lambda x: np.maximum(x, 0.0)),
+        ("silu / swish", lambda x: x * sigmoid(x)),
+        ("quick_gelu (x * sigmoid(1.702 x))", lambda x: x * sigmoid(1.702 * x)),
+        ("tanh", np.tanh),
+        ("sigmoid", sigmoid),
+        ("leaky_relu (0.01)", lambda x: np.where(x > 0, x, 0.01 * x)),
+    ]
+
+
+def _which_function(x: Any, y: Any) -> str | None:
+    """The name of the elementwise function f with y == f(x) (float32 rounding allowed), or None."""
+    import numpy as np
+
+    x64 = np.asarray(x, np.float64).ravel()[:65536]
+    y64 = np.asarray(y, np.float64).ravel()[:65536]
+    scale = float(np.abs(y64).max()) if y64.size else 0.0
+    for name, f in _elementwise_candidates():
+        with np.errstate(all="ignore"):
+            fx = np.asarray(f(x64), np.float64)
+        if np.all(np.abs(fx - y64) <= 1e-6 * scale + 1e-6 * np.abs(y64) + 1e-7):
+            return name
+    return None
+
+
+def between_hints(dv: "Divergence", d: "_Differ") -> list[str]:
+    """For a divergence between two paired modules: which elementwise function each side applies
+    between the previous module's output and this module's input (when one of the usual activations
+    fits), and which torch modules that are not paired ran in between."""
+    out: list[str] = []
+    prev = dv.candidates[0] if dv.candidates else None
+    j = int(dv.what[len("input["):-1]) if dv.what.startswith("input[") else 0
+    if prev is not None and dv.step < len(d.pd.steps):
+        pd_f, pt_f = d.pd.steps[dv.step].forward, d.pt.steps[dv.step].forward
+        pd_row = next((i for i, e in enumerate(pd_f) if e.path == dv.paddle_module), None)
+        pt_row = next((i for i, e in enumerate(pt_f) if e.path == dv.torch_module), None)
+        pd_prev = next((e for e in reversed(pd_f[:pd_row or 0]) if e.path == prev[0]), None)
+        pt_prev = next((e for e in reversed(pt_f[:pt_row or 0]) if e.path == prev[1]), None)
+        if pd_row is not None and pt_row is not None and pd_prev is not None and pt_prev is not None:
+            x_pd, x_pt = pd_prev.outputs[0] if pd_prev.outputs else None, pt_prev.outputs[0] if pt_prev.outputs else None
+            y_pd = pd_f[pd_row].inputs[j] if j < len(pd_f[pd_row].inputs) else None
+            y_pt = pt_f[pt_row].inputs[j] if j < len(pt_f[pt_row].inputs) else None
+            if all(v is not None and getattr(v, "shape", None) == getattr(x_pd, "shape", 0)
+                   for v in (x_pt, y_pd, y_pt)) and getattr(x_pd, "dtype", None) is not None and \
+                    x_pd.dtype.kind == "f":
+                f_pd, f_pt = _which_function(x_pd, y_pd), _which_function(x_pt, y_pt)
+                if f_pd is not None and f_pt is not None and f_pd != f_pt:
+                    out.append(f"Between the output of {prev[0]} and the input of {dv.paddle_module}, Paddle "
+                               f"applies {f_pd} and torch {f_pt} (recognised from the values).")
+                    if "gelu" in f_pd and "gelu" in f_pt:
+                        out.append("GELU approximation differs: torch approximate='tanh' is Paddle "
+                                   "approximate=True (F.gelu(x, approximate=True)), torch 'none' is Paddle False.")
+            unpaired = [(e.path, t) for e in pt_f[pt_f.index(pt_prev) + 1:pt_row]
+                        if d.view.by_torch.get(e.path) is None
+                        for t in [next((m.type for m in d.pt.modules if m.path == e.path), "?")]] \
+                if pt_prev is not None and pt_row is not None else []
+            if unpaired:
+                names = ", ".join(f"{p} ({t})" for p, t in unpaired[:3])
+                out.append(f"On the torch side, module(s) with no Paddle counterpart run there: {names}; on the "
+                           "Paddle side it is code in the container's forward.")
+    out.append("Look at the container's forward between the two modules: a functional call "
+               "(F.gelu(approximate=...), a scale, a transpose, a mask) that the pairing cannot hook.")
+    return out
+
+
 def _divergence_hints(dv: "Divergence", result: "AlignResult", d: "_Differ") -> list[str]:
     ctx = d.ctx
     hints: list[str] = []
@@ -181,8 +265,7 @@ def _divergence_hints(dv: "Divergence", result: "AlignResult", d: "_Differ") -> 
                              "module: rule precision in or out with "
                              "paddlefix.set_float32_matmul_precision('float64') on both runs, or widen tolerance.")
         if dv.kind == "between":
-            hints.append("Look at the container's forward between the two modules: a functional call "
-                         "(F.gelu(approximate=...), a scale, a transpose, a mask) that the pairing cannot hook.")
+            hints.extend(between_hints(dv, d))
         if dv.phase == "backward":
             if dv.kind == "grad_flow" and "backward of the loss" in dv.detail:
                 hints.append(_loss_hint(ctx, "The gradient w.r.t. the model output differs: the loss's backward "
@@ -202,6 +285,20 @@ def _divergence_hints(dv: "Divergence", result: "AlignResult", d: "_Differ") -> 
                      "is used (a shared or tied weight, a stop_gradient / requires_grad setting, a custom op).")
         if lin:
             hints.append(f"Linear weight(s) equal to torch's untransposed: {', '.join(lin[:3])}.")
+    elif dv.phase == "step" and dv.kind == "buffer":
+        owner = dv.paddle_module.rpartition(".")[0]
+        config = [f for f in result.findings if f.kind == "config" and f.paddle == owner]
+        for f in config:
+            hints.append(f"Configuration differs at {owner or '(model)'}: {f.label} paddle {f.paddle_value!r} vs "
+                         f"torch {f.torch_value!r} ({config_hint(f.label, f.paddle_value, f.torch_value)}).")
+        local = dv.paddle_module.rpartition(".")[2]
+        if not any("momentum" in f.label for f in config) and local in ("_variance", "running_var"):
+            hints.append("Paddle's BatchNorm updates the running variance with the biased batch variance "
+                         "(divided by N), torch with the unbiased one (N - 1): the two differ by N / (N - 1) "
+                         "on the batch term; eval-mode outputs after training differ accordingly.")
+        elif not config:
+            hints.append("The forward updates this buffer differently on the two sides (running statistics: "
+                         "momentum convention, biased vs unbiased variance).")
     elif dv.phase == "step":
         opt = [f for f in result.findings if f.kind == "optimizer"]
         for f in opt:

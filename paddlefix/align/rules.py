@@ -125,7 +125,9 @@ def _attr(name: str, default: Any = None) -> Callable[[Any], Any]:
 
 
 def _round(v: Any) -> Any:
-    return round(float(v), 9) if isinstance(v, (int, float)) and not isinstance(v, bool) else v
+    """A float rounded to 7 significant digits (float32 attributes read back as float64 compare
+    equal; 1e-12 stays 1e-12, not 0)."""
+    return float(f"{float(v):.7g}") if isinstance(v, (int, float)) and not isinstance(v, bool) else v
 
 
 def _paddle_eps(layer: Any) -> Any:
