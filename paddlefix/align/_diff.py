@@ -30,14 +30,25 @@ it; several: ``kind="grad_flow"`` naming the module whose output gradient differ
 ``candidates``.
 
 **Noise-aware steps**: a parameter after a step is judged by its *update* ``after - before`` on each
-side. The update difference is explained when, elementwise,
-``|du| <= 4 max(|u_paddle|, |u_torch|) min(1, r) + 0.1 |d_before| + rounding``, where ``r`` is the largest relative
-gradient difference of that element so far (``|g_pd - g_pt| / |g_pt|``, over this and earlier
-steps: Adam's moments remember them) and ``rounding`` is 4 float spacings of the parameter plus 8
-of the update. Within tolerance and explained: ``ok``; out of tolerance but explained: ``noise``
-(float32 rounding magnified by the optimizer, e.g. AdamW dividing a 1e-8 gradient by ``eps=1e-8``);
-not explained: ``fail`` even when the values are within tolerance (a real optimizer difference:
-epsilon, weight decay, which parameters decay). After a step whose parameters differ, the next
+side. The update difference ``du`` is explained when, elementwise,
+``|du| <= 4 U min(1, r) + 0.1 |d_before| + rounding``, where
+
+- ``u`` is the largest of the two updates and of their gradient-driven parts (the update without
+  the optimizer's decoupled weight decay, which can cancel it), ``U`` its largest value over the
+  tensor (where Adam's first moment cancels, an element's update is tiny but its error is relative
+  to the terms that cancelled);
+- ``r`` is the largest relative gradient difference of that element so far: of each step's gradient
+  (``|g_pd - g_pt| / |g_pt|``) and of their sum over the steps (``sum |g_pd - g_pt| / |sum g_pt|``:
+  Adam's and momentum's moments add gradients up, and where they cancel the sum is sensitive);
+- ``rounding`` is 4 float spacings of the parameter plus the relative error of the update's bias
+  corrections times ``u`` (Paddle's Adam keeps ``beta^t`` in float32 and ``1 - beta2^t`` is tiny at
+  the first steps: ~4e-5 relative at step 2, computed from the betas and the step; 8 float32
+  epsilons without betas).
+
+Within tolerance and explained: ``ok``; out of tolerance but explained: ``noise`` (float32 rounding
+magnified by the optimizer, e.g. AdamW dividing a 1e-8 gradient by ``eps=1e-8``); not explained:
+``fail`` even when the values are within tolerance (a real optimizer difference: epsilon, weight
+decay, which parameters decay). After a step whose parameters differ, the next
 steps' forward / loss / backward differences are marked ``follows``, not new divergences.
 """
 
@@ -47,7 +58,7 @@ import math
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ._errors import AlignError
-from ._metrics import Metrics, check_tolerance, missing_metrics, tensor_metrics
+from ._metrics import Metrics, check_tolerance, missing_metrics, reduce_broadcast, tensor_metrics
 from ._report import AlignResult, Divergence, Finding, Row
 
 if TYPE_CHECKING:
@@ -55,7 +66,7 @@ if TYPE_CHECKING:
 
     from ._trace import ForwardEvent, Trace
 
-__all__ = ["diff_traces", "HintContext", "to_paddle_layout"]
+__all__ = ["diff_traces", "HintContext", "current_context", "to_paddle_layout"]
 
 _IDENTITY = frozenset({"copy", "rename", "", "same", "identity"})
 _K = 4.0  # margin on the update's sensitivity to gradient differences
@@ -72,6 +83,33 @@ class HintContext(NamedTuple):
     """Whether paddlefix's ``cross_entropy`` patch was applied (None: unknown)."""
     ignore_index_labels: bool | None = None
     """Whether the batch's labels hold ``-100`` (None: unknown)."""
+
+
+def current_context(*, train: bool = False, shared_randomness: bool = False, labels: Any = None) -> HintContext:
+    """A :class:`HintContext` from paddlefix's own state now: whether the ``matmul_precision`` patch
+    is applied (and its mode), whether the ``cross_entropy`` patch is; ``labels`` (arrays, or a list
+    / dict of them) are searched for ``-100``. Imports no framework."""
+    import paddlefix
+
+    status = paddlefix.status()
+    mp = None
+    st = status.get("matmul_precision")
+    if st is not None and st.state == "applied":
+        from ..patches.matmul_precision import get_float32_matmul_precision
+
+        mp = get_float32_matmul_precision()
+    ce = status.get("cross_entropy")
+    ignore = None
+    if labels is not None:
+        import numpy as np
+
+        values = labels.values() if isinstance(labels, dict) else labels if isinstance(labels, (list, tuple)) \
+            else [labels]
+        ignore = any(np.any(np.asarray(v) == -100) for v in values
+                     if np.asarray(v).dtype.kind in "iu")
+    return HintContext(train=train, shared_randomness=shared_randomness, matmul_precision=mp,
+                       cross_entropy_patched=None if ce is None else ce.state == "applied",
+                       ignore_index_labels=ignore)
 
 
 class _PairView:
@@ -138,7 +176,8 @@ def diff_traces(paddle: "Trace", torch: "Trace", pairing: Any, *, tolerance: Any
         paddle, torch: the two runs (see ``paddlefix/align/_trace.py``).
         pairing: the :class:`~paddlefix.align.Pairing` of the two models.
         tolerance: ``None`` (per-dtype defaults), ``"reprod"`` or ``(rtol, atol)``.
-        context: what ``compare`` knows about the run, for the hints.
+        context: what ``compare`` knows about the run, for the hints (default:
+            :func:`current_context`, i.e. eval mode and paddlefix's patches as they are now).
 
     Raises:
         AlignError: a trace is of the wrong framework, the step counts differ, the tolerance is invalid.
@@ -152,7 +191,7 @@ def diff_traces(paddle: "Trace", torch: "Trace", pairing: Any, *, tolerance: Any
     if len(paddle.steps) != len(torch.steps):
         raise AlignError(f"the traces hold different numbers of steps: paddle {len(paddle.steps)}, "
                          f"torch {len(torch.steps)}")
-    ctx = context or HintContext()
+    ctx = context if context is not None else current_context()
     view = _PairView(pairing)
     d = _Differ(paddle, torch, view, tolerance, ctx)
     d.run()
@@ -186,8 +225,12 @@ class _Differ:
         self.pd_mods = {m.path: m for m in pd.modules}
         self.pt_mods = {m.path: m for m in pt.modules}
         self.rel_hist: dict[str, "np.ndarray"] = {}
+        self.grad_acc: dict[str, tuple] = {}
         self.params_differ_from: int | None = None  # first step after which parameters differ
         self.param_pairs = [pp for pp in view.params]
+        self.opt_pd, self.opt_pt = normalise_optimizer(pd.optimizer), normalise_optimizer(pt.optimizer)
+        for info in (self.opt_pd, self.opt_pt):
+            info["decayed_set"] = frozenset(info.get("decayed") or ())
 
     def layout(self, pp: Any, array: Any) -> Any:
         rule = _rule_of(self.view.pairs[pp.pair]) if _valid_pair(pp, self.view) else None
@@ -303,7 +346,8 @@ class _Differ:
                 f"{len(ev.inputs)} input tensor(s) vs {len(te.inputs)}: like-shaped ones compared"
         return in_bad, bool(out_bad)
 
-    def _compare_list(self, row: Row, a_list: list, b_list: list, name: str, *, outputs: bool) -> list[int]:
+    def _compare_list(self, row: Row, a_list: list, b_list: list, name: str, *, outputs: bool,
+                      grads: bool = False) -> list[int]:
         bad = []
         worst: tuple[float, str, Metrics] | None = None
         for j, (a, b) in enumerate(zip(a_list, b_list)):
@@ -312,6 +356,8 @@ class _Differ:
             if a is None or b is None:
                 m = missing_metrics(b if a is None else a, "paddle" if a is None else "torch")
             else:
+                if grads and a.shape != b.shape:  # the gradient of a broadcast tensor is summed
+                    a, b = reduce_broadcast(a, b.shape), reduce_broadcast(b, a.shape)
                 m = self.metrics(a, b)
             what = f"{name}[{j}]"
             row.tensors.append((what, m))
@@ -397,7 +443,7 @@ class _Differ:
                 row.status, row.what = "fail", "grad_output"
                 row.note = "no gradient reached this module's output on the torch side"
             else:
-                bad = self._compare_list(row, *_reduce_broadcast(g.grads, tg.grads), "grad_output", outputs=True)
+                bad = self._compare_list(row, g.grads, tg.grads, "grad_output", outputs=True, grads=True)
                 if bad:
                     row.status = "fail"
             if follows and row.status == "fail":
@@ -493,7 +539,18 @@ class _Differ:
                 m = self.metrics(a, bt)
                 rel = _rel(np.asarray(a, np.float64), np.asarray(bt, np.float64)) if a.shape == bt.shape else None
                 if rel is not None:
+                    # momentum-style optimizers sum the gradients of all steps so far: where those sums
+                    # cancel, a small relative difference of each gradient is a large one of the sum
+                    a64, b64 = np.asarray(a, np.float64), np.asarray(bt, np.float64)
+                    acc = self.grad_acc.get(pp.paddle_name)
+                    acc = (np.abs(a64 - b64), np.abs(b64), b64) if acc is None else \
+                        (acc[0] + np.abs(a64 - b64), acc[1] + np.abs(b64), acc[2] + b64)
+                    self.grad_acc[pp.paddle_name] = acc
+                    with np.errstate(divide="ignore", invalid="ignore"):
+                        summed = np.where(acc[0] == 0, 0.0, acc[0] / np.abs(acc[2]))
+                    summed = np.nan_to_num(summed, nan=1.0, posinf=1.0)
                     prev = self.rel_hist.get(pp.paddle_name)
+                    rel = np.maximum(rel, summed)
                     self.rel_hist[pp.paddle_name] = rel if prev is None else np.maximum(prev, rel)
             row.metrics, row.tensors = m, [(pp.paddle_name, m)]
             row.status = "ok" if m.ok else ("follows" if follows else "fail")
@@ -516,8 +573,6 @@ class _Differ:
 
     # ------------------------------------------------------------------ parameters after the step
     def step(self, s: int) -> None:
-        import numpy as np
-
         ps, ts = self.pd.steps[s], self.pt.steps[s]
         if not ps.params_after or not ts.params_after:
             return
@@ -530,7 +585,7 @@ class _Differ:
                 continue
             pair = self.view.pairs[pp.pair] if _valid_pair(pp, self.view) else None
             row = Row("step", s, order, pp.paddle_name, pp.torch_name, pair.paddle_type if pair is not None else "",
-                      0, what="value after step")
+                      0, what="after step")
             a = ps.params_after[pp.paddle_name]
             b = self.layout(pp, ts.params_after[pp.torch_name])
             if b is None:
@@ -552,7 +607,7 @@ class _Differ:
                                                                       np.float64)).max()))
             elif a0 is not None and b0 is not None and m.problem is None:
                 b0 = self.layout(pp, b0)
-                verdict = self._update_check(pp.paddle_name, a0, a, b0, b, s)
+                verdict = self._update_check(pp, a0, a, b0, b, s)
                 m.extra.update(verdict)
                 explained = verdict["unexplained"] == 0
             else:
@@ -589,6 +644,16 @@ class _Differ:
                 f"{ex.get('allowed_at_worst', 0):.3g} (update size {ex.get('update_max', 0):.3g}): the optimizers "
                 "do not do the same thing"))
 
+    def _decoupled_decay(self, side: str, name: str) -> float:
+        """``lr * weight_decay`` if that side's optimizer decays ``name`` directly (AdamW-style), else 0."""
+        info = self.opt_pd if side == "paddle" else self.opt_pt
+        if info.get("decay") != "decoupled" or name not in info.get("decayed_set", ()):
+            return 0.0
+        try:
+            return float(info.get("lr") or 0.0) * float(info.get("weight_decay") or 0.0)
+        except (TypeError, ValueError):
+            return 0.0
+
     def _bias_correction_rel(self, s: int) -> float:
         """Relative error of an Adam-style update from bias corrections computed with float32 betas.
 
@@ -611,24 +676,29 @@ class _Differ:
             rel += power * b**t * pow_rel / (1.0 - b**t)
         return 2.0 * rel
 
-    def _update_check(self, name: str, a0: Any, a1: Any, b0: Any, b1: Any, s: int = 0) -> dict[str, Any]:
+    def _update_check(self, pp: Any, a0: Any, a1: Any, b0: Any, b1: Any, s: int = 0) -> dict[str, Any]:
         import numpy as np
 
+        name = pp.paddle_name
         a0, a1, b0, b1 = (np.asarray(x) for x in (a0, a1, b0, b1))
         dt = a1.dtype if a1.dtype.kind == "f" else np.dtype(np.float64)
         f = [x.astype(np.float64) for x in (a0, a1, b0, b1)]
         u_pd, u_pt = f[1] - f[0], f[3] - f[2]
+        # the gradient-driven part of each update (decoupled weight decay removed): its sensitivity to
+        # gradient differences is what rounding can move, and decay may cancel it in the net update
+        g_pd = u_pd + self._decoupled_decay("paddle", name) * f[0]
+        g_pt = u_pt + self._decoupled_decay("torch", pp.torch_name) * f[2]
         du = np.abs(u_pd - u_pt)
         d_before = np.abs(f[0] - f[2])
         rel = self.rel_hist.get(name)
         r = np.minimum(1.0, rel) if rel is not None and rel.shape == du.shape else np.ones_like(du)
         big = np.maximum(np.maximum(np.abs(f[1]), np.abs(f[3])), np.abs(f[2])).astype(dt)
+        u_max = np.maximum(np.maximum(np.abs(u_pd), np.abs(u_pt)), np.maximum(np.abs(g_pd), np.abs(g_pt)))
         rounding = 4 * np.spacing(big).astype(np.float64) + \
-            (8 * float(np.finfo(dt).eps) + self._bias_correction_rel(s)) * np.abs(u_pt)
+            (8 * float(np.finfo(dt).eps) + self._bias_correction_rel(s)) * u_max
         # The sensitivity of an element's update to gradient differences scales with the tensor's
-        # update size, not with the element's own update: where Adam's first moment cancels (a
+        # update size, not only with the element's own update: where Adam's first moment cancels (a
         # gradient that changed sign) the update is tiny but its error is relative to the terms.
-        u_max = np.maximum(np.abs(u_pd), np.abs(u_pt))
         u_scale = float(u_max.max()) if u_max.size else 0.0
         allowed = _K * u_scale * r + 0.1 * d_before + rounding
         bad = du > allowed
@@ -754,24 +824,6 @@ def same_value(a: Any, b: Any) -> bool:
         return bool(a == b)
     except Exception:
         return False
-
-
-def _reduce_broadcast(paddle_grads: list, torch_grads: list) -> tuple[list, list]:
-    """Both gradient lists, each gradient summed over the dimensions where the other side's output
-    has size 1: the gradient of an output one side broadcasts later (position embeddings: Hugging
-    Face [1, seq, h], paddlenlp [batch, seq, h]) is compared as the sum the broadcast makes of it."""
-    pa, pb = [], []
-    for a, b in zip(paddle_grads, torch_grads):
-        if a is not None and b is not None and a.shape != b.shape and a.ndim == b.ndim:
-            axes_a = tuple(i for i, (x, y) in enumerate(zip(a.shape, b.shape)) if y == 1 and x != 1)
-            axes_b = tuple(i for i, (x, y) in enumerate(zip(a.shape, b.shape)) if x == 1 and y != 1)
-            if axes_a:
-                a = a.sum(axis=axes_a, keepdims=True)
-            if axes_b:
-                b = b.sum(axis=axes_b, keepdims=True)
-        pa.append(a)
-        pb.append(b)
-    return pa + list(paddle_grads[len(pa):]), pb + list(torch_grads[len(pb):])
 
 
 _OPT_KEYS = {

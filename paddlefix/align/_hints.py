@@ -79,10 +79,11 @@ def attach(result: "AlignResult", d: "_Differ") -> None:
         steps = sorted({r.step for r in noise})
         result.notes.append(
             f"{len(noise)} parameter value(s) after step(s) {', '.join(map(str, steps))} are out of tolerance "
-            f"(up to {m.max_abs if m else 0:.3g}, at {worst.paddle}) but explained: the gradients differ only by "
-            f"rounding (largest relative difference {ex.get('grad_rel_max', 0):.3g}) and the optimizer magnifies "
-            f"that (update size up to {ex.get('update_max', 0):.3g}; Adam-style optimizers divide a gradient near "
-            "eps by about 2 eps). Not a divergence; the next steps' differences are marked 'follows'."
+            f"(up to {m.max_abs if m else 0:.3g}, at {worst.paddle}) but explained: their gradients agree within "
+            f"tolerance, yet where a gradient is rounding-sized its relative difference reaches "
+            f"{ex.get('grad_rel_max', 0):.3g}, and the optimizer magnifies that (update size up to "
+            f"{ex.get('update_max', 0):.3g}; Adam-style optimizers turn a gradient near eps into a step of up to "
+            "lr). Not a divergence; the next steps' differences are marked 'follows'."
         )
 
 
@@ -255,8 +256,10 @@ def _divergence_hints(dv: "Divergence", result: "AlignResult", d: "_Differ") -> 
         if (m is not None and m.problem is None and m.dtype in ("float32", "complex64") and
                 0 < m.scale_rel < _ROUNDING_LEVEL and (m.cosine is None or m.cosine > 0.99999) and matmul):
             if ctx.matmul_precision in ("float64",):
-                hints.append(f"The relative error ({m.scale_rel:.2g}) is near float32 rounding, but matmul_precision "
-                             f"was {ctx.matmul_precision!r} during this run: matmul rounding is ruled out.")
+                hints.append(f"The relative error ({m.scale_rel:.2g}) is near float32 rounding; matmul_precision "
+                             f"was {ctx.matmul_precision!r} during this run, so Paddle's matmuls were exact to "
+                             "float32 and this is torch's rounding or the module itself: if it stays at this "
+                             "level, widen the tolerance; if it grows along the layers, it is not rounding.")
             else:
                 hints.append(f"The relative error ({m.scale_rel:.2g}) is at float32 rounding level in a matmul-heavy "
                              "module: rule precision in or out with "

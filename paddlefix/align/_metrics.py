@@ -18,8 +18,11 @@ frameworks, not the health of the model. The counts are kept (:attr:`Metrics.nan
 infinity against anything else, is an element out of tolerance with an infinite difference.
 
 **Shapes and dtypes.** Shapes that differ only by size-1 dimensions (``[]`` vs ``[1]``, a loss
-of shape ``[1]`` in older Paddle) are compared value by value and the difference is noted;
-other shape differences fail without values. Different dtypes fail (``float32`` vs ``float64``
+of shape ``[1]`` in older Paddle) are compared value by value and the difference is noted; so are
+shapes where one is the other broadcast (``[1, S, H]`` vs ``[B, S, H]``: position embeddings
+expanded on one side), compared broadcast; for *gradients* the broadcast side's gradient is first
+summed over the broadcast dimensions (that is the other side's gradient). Other shape differences
+fail without values. Different dtypes fail (``float32`` vs ``float64``
 is a port difference), with the values still compared at the looser dtype's tolerance.
 """
 
@@ -239,15 +242,6 @@ def _as_numeric(array: "np.ndarray") -> "np.ndarray":
     return a
 
 
-def _broadcast_shape(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...] | None:
-    """The common shape when ``a`` and ``b`` have the same rank and differ only where one is 1."""
-    if len(a) != len(b) or not a:
-        return None
-    if any(x != y and 1 not in (x, y) for x, y in zip(a, b)):
-        return None
-    return tuple(max(x, y) for x, y in zip(a, b))
-
-
 def tensor_metrics(actual: Any, expected: Any, rtol: float | None = None, atol: float | None = None,
                    *, tolerance: Any = None) -> Metrics:
     """Compare ``actual`` (Paddle) with ``expected`` (torch, the reference), elementwise.
@@ -274,21 +268,19 @@ def tensor_metrics(actual: Any, expected: Any, rtol: float | None = None, atol: 
     notes = []
     if a.shape != e.shape:
         squeezed = tuple(d for d in a.shape if d != 1) == tuple(d for d in e.shape if d != 1)
-        broadcast = _broadcast_shape(a.shape, e.shape)
-        if broadcast is not None and not (squeezed and a.size == e.size):
-            # One side returns a size-1 dimension the other repeats (Hugging Face's [1, seq] position
-            # ids vs paddlenlp's [batch, seq]): compared as broadcast, which is how they are used.
-            notes.append(f"shapes differ by broadcasting: {list(a.shape)} vs {list(e.shape)}")
-            a, e = np.broadcast_to(a, broadcast), np.broadcast_to(e, broadcast)
+        if squeezed and a.size == e.size:
+            notes.append(f"shapes differ by size-1 dimensions: {list(a.shape)} vs {list(e.shape)}")
+            a = a.reshape(e.shape)
+        elif _broadcasts(a.shape, e.shape):
+            # e.g. position embeddings of shape [1, S, H] on one side, expanded to [B, S, H] on the other
+            notes.append(f"shapes differ by broadcasting: {list(a.shape)} vs {list(e.shape)}; compared broadcast")
+            a, e = (np.ascontiguousarray(x) for x in np.broadcast_arrays(a, e))
             m.numel = int(e.size)
-        elif not squeezed or a.size != e.size:
+        else:
             m.ok = False
             m.problem = f"shape mismatch: {list(a.shape)} vs {list(e.shape)} (reference)"
             m.numel = int(max(a.size, e.size))
             return m
-        else:
-            notes.append(f"shapes differ by size-1 dimensions: {list(a.shape)} vs {list(e.shape)}")
-            a = a.reshape(e.shape)
     if da != de:
         m.ok = False
         m.problem = f"dtype mismatch: {da} vs {de} (reference)"
@@ -354,8 +346,29 @@ def tensor_metrics(actual: Any, expected: Any, rtol: float | None = None, atol: 
     return m
 
 
+def _broadcasts(a: tuple, b: tuple) -> bool:
+    """Whether one shape is the other broadcast (same rank, every differing dimension 1 on one side)."""
+    if len(a) != len(b):
+        return False
+    big = tuple(max(x, y) for x, y in zip(a, b))
+    return all(x == y or x == 1 or y == 1 for x, y in zip(a, b)) and big in (a, b)
+
+
+def reduce_broadcast(grad: Any, shape: tuple) -> Any:
+    """``grad`` summed over the dimensions where ``shape`` has 1 (the gradient of a broadcast tensor)."""
+    import numpy as np
+
+    g = np.asarray(grad)
+    if g.shape == tuple(shape) or not _broadcasts(g.shape, tuple(shape)) or g.ndim != len(shape):
+        return g
+    axes = tuple(i for i, (x, y) in enumerate(zip(g.shape, shape)) if y == 1 and x != 1)
+    if not axes or tuple(max(x, y) for x, y in zip(g.shape, shape)) != g.shape:
+        return g
+    return g.astype(np.float64).sum(axis=axes, keepdims=True).astype(g.dtype)
+
+
 def _scalar(v: Any) -> float:
-    return float(v.real) if isinstance(v, complex) or getattr(v, "imag", 0) else float(v)
+    return float(v.real) if isinstance(v, complex) or bool(getattr(v, "imag", False)) else float(v)
 
 
 def missing_metrics(present: Any, side: str) -> Metrics:

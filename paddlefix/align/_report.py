@@ -16,13 +16,10 @@ import os
 import textwrap
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ._errors import AlignError
 from ._metrics import REPROD_MEAN, Metrics
-
-if TYPE_CHECKING:
-    import numpy as np
 
 __all__ = ["AlignResult", "Divergence", "Finding", "Row", "PHASES", "FORMAT", "FORMAT_VERSION"]
 
@@ -401,7 +398,10 @@ class AlignResult:
             for side, data in (("paddle", pd), ("torch", pt)):
                 target = os.path.join(directory, f"{stem}_{side}.npy")
                 tmp = target + ".tmp.npy"
-                np.save(tmp, {k: np.asarray(v) for k, v in data.items()}, allow_pickle=True)
+                # reprod_log's own format: a dict saved by numpy.save (read back with allow_pickle=True
+                # by ReprodDiffHelper.load_info; paddlefix itself never loads these files)
+                payload: Any = {k: np.asarray(v) for k, v in data.items()}
+                np.save(tmp, payload, allow_pickle=True)
                 os.replace(tmp, target)
                 written.append(target)
             log = os.path.join(directory, f"{stem}_diff.log")
@@ -573,6 +573,9 @@ def _plots(result: AlignResult) -> list[tuple[str, str]]:
                 ax.plot([p[0] for p in pts], [p[1] for p in pts], style, label=side)
         ax.set_xlabel("step")
         ax.set_ylabel("loss")
+        from matplotlib.ticker import MaxNLocator
+
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)
         fig.tight_layout()

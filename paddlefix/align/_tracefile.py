@@ -98,11 +98,11 @@ def _dec(v: Any) -> Any:
     return v
 
 
-def save_trace(trace: Trace, path: str | os.PathLike, *, overwrite: bool = False) -> None:
+def save_trace(trace: Trace, path: str | os.PathLike, *, overwrite: bool = True) -> None:
     """Write ``trace`` to ``path`` (atomically; no suffix added, ``.npz`` is the natural one).
 
     Raises:
-        FileExistsError: ``path`` exists and ``overwrite`` is False.
+        FileExistsError: ``path`` exists and ``overwrite=False`` was passed (the default replaces it).
         TypeError: ``trace`` is not a Trace, or holds a value that cannot be stored.
     """
     if not isinstance(trace, Trace):

@@ -236,12 +236,12 @@ def make_traces(*, steps: int = 1, loss: bool = True, optimizer: bool = False, s
             o = {"lr": 1e-2, "eps": 1e-8, "wd": 0.01, **opt_kw}
             if side == "paddle":
                 opt_info = {"type": "AdamW", "learning_rate": o["lr"], "epsilon": o["eps"], "beta1": 0.9,
-                            "beta2": 0.999, "weight_decay": o["wd"]}
+                            "beta2": 0.999, "weight_decay": o["wd"], "decay": "decoupled"}
                 dec = o.get("decay")
                 opt_info["decayed"] = [k for k in params if dec is None or dec(k)]
             else:
                 opt_info = {"type": "AdamW", "lr": o["lr"], "eps": o["eps"], "betas": (0.9, 0.999),
-                            "weight_decay": o["wd"]}
+                            "weight_decay": o["wd"], "decay": "decoupled"}
                 dec = o.get("decay")
                 opt_info["decayed"] = list(_to_torch_names({k: v for k, v in params.items()
                                                             if dec is None or dec(k)}, transpose=False))

@@ -169,6 +169,22 @@ def test_rounding_level_hint_and_matmul_precision():
     assert "set_float32_matmul_precision('float64')" in d.hint
     r2 = first(noise=2e-5, loss=False, context=HintContext(matmul_precision="float64"))
     assert "matmul_precision was 'float64'" in r2.first_divergence.hint
+    assert "set_float32_matmul_precision" not in r2.first_divergence.hint
+
+
+def test_current_context_reads_paddlefix_state(paddlefix_clean):
+    import paddlefix
+    from paddlefix.align._diff import current_context
+
+    ctx = current_context(labels={"labels": np.array([1, -100, 2]), "mask": np.ones(3, np.float32)})
+    assert ctx.ignore_index_labels is True and ctx.matmul_precision is None
+    assert current_context(labels=[np.array([0, 1])]).ignore_index_labels is False
+    paddlefix.apply("matmul_precision", force="matmul_precision")
+    paddlefix.set_float32_matmul_precision("float64")
+    try:
+        assert current_context().matmul_precision == "float64"
+    finally:
+        paddlefix.set_float32_matmul_precision("highest")
 
 
 def test_dropout_and_batchnorm_hints_in_train_mode():
@@ -245,3 +261,48 @@ def test_missing_torch_call_is_a_failure():
     pt = pt._replace(steps=[StepTrace([e for e in st.forward if e.path != "head"], st.output, None, [], {}, {})])
     d = diff_traces(pd, pt, pairing).first_divergence
     assert (d.paddle_module, d.what) == ("head", "call")
+
+
+# ----------------------------------------------------------------------------- a real port
+@pytest.mark.parametrize("loss_kind", ["square", "projection"])
+def test_real_bert_port_is_aligned_over_three_adamw_steps(loss_kind):
+    """A correct paddlenlp port of a tiny HF BertModel, 3 AdamW steps (eps=1e-8): the weights end up
+    far outside float32 tolerance (rounding-level gradients near eps), and the port is not called
+    diverged; the same run with Paddle's epsilon at 1e-6 is."""
+    paddle = pytest.importorskip("paddle")
+    torch = pytest.importorskip("torch")
+    from paddlefix import align
+
+    from .conftest import make_hf, make_pd
+
+    rng = np.random.default_rng(0)
+    batch = {"input_ids": rng.integers(1, 40, (2, 8)).astype("int64")}
+    proj = rng.normal(0, 1, (16,)).astype("float32")
+
+    def loss_pd(out, b):
+        return (out[0] ** 2).mean() if loss_kind == "square" else (out[0] * paddle.to_tensor(proj)).sum()
+
+    def loss_pt(out, b):
+        return (out[0] ** 2).mean() if loss_kind == "square" else (out[0] * torch.from_numpy(proj)).sum()
+
+    results = {}
+    for pd_eps in (1e-8, 1e-6):
+        hf, pd = make_hf("BertModel"), make_pd("BertModel")
+        align.transfer(hf, pd)
+        opd = paddle.optimizer.AdamW(learning_rate=1e-3, parameters=pd.parameters(), epsilon=pd_eps)
+        opt = torch.optim.AdamW(hf.parameters(), lr=1e-3, eps=1e-8)
+        results[pd_eps] = align.compare(pd, hf, [batch] * 3, loss=(loss_pd, loss_pt), optimizers=(opd, opt),
+                                        steps=3)
+    ok = results[1e-8]
+    assert ok.ok and ok.first_divergence is None, str(ok)
+    assert {r.phase for r in ok.rows} == {"forward", "loss", "backward", "param_grad", "step"}
+    noise = [r for r in ok.rows if r.status == "noise"]
+    if loss_kind == "square":  # gradients ~1e-9: every update is rounding-dominated
+        assert noise and max(r.metrics.max_abs for r in noise) > 1e-4
+    else:  # ordinary gradients: only the key biases, whose true gradient is zero (softmax ignores a shift)
+        assert noise and {r.paddle.rsplit(".", 2)[-2:][0] for r in noise} == {"k_proj"}
+        assert all(r.paddle.endswith("k_proj.bias") for r in noise)
+    bad = results[1e-6]
+    d = bad.first_divergence
+    assert d is not None and (d.phase, d.step) == ("step", 0), str(bad)
+    assert [f.label for f in bad.findings] == ["eps"] and "eps" in d.hint

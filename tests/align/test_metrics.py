@@ -143,3 +143,24 @@ def test_to_dict_round_trip_with_infinities():
     d = json.loads(json.dumps(m.to_dict(), allow_nan=False))
     back = Metrics.from_dict(d)
     assert back.max_abs == np.inf and back.ok is False and back.mismatched == m.mismatched
+
+
+def test_broadcast_shapes_compared_broadcast_and_gradients_summed():
+    from paddlefix.align._metrics import reduce_broadcast
+
+    rng = np.random.default_rng(3)
+    pos = rng.normal(0, 1, (1, 4, 3)).astype(np.float32)  # torch: position embeddings [1, S, H]
+    expanded = np.repeat(pos, 2, axis=0)  # paddle: expanded to [B, S, H]
+    m = tensor_metrics(expanded, pos)
+    assert m.ok and "broadcasting" in m.note and m.numel == expanded.size
+    wrong = expanded.copy()
+    wrong[1, 2, 0] += 1.0
+    mw = tensor_metrics(wrong, pos)
+    assert not mw.ok and mw.worst_index == [1, 2, 0]
+    # the gradient of a broadcast tensor is the sum of the expanded one's over the batch
+    g = rng.normal(0, 1, (2, 4, 3)).astype(np.float32)
+    assert np.allclose(reduce_broadcast(g, (1, 4, 3)), g.sum(0, keepdims=True), atol=1e-6)
+    assert reduce_broadcast(g, (2, 4, 3)) is g or reduce_broadcast(g, (2, 4, 3)).shape == (2, 4, 3)
+    # different ranks or incompatible sizes are shape mismatches
+    assert not tensor_metrics(np.zeros((2, 4, 3), np.float32), np.zeros((4, 3), np.float32)).ok
+    assert not tensor_metrics(np.zeros((2, 4), np.float32), np.zeros((3, 4), np.float32)).ok
