@@ -573,6 +573,8 @@ class _Differ:
 
     # ------------------------------------------------------------------ parameters after the step
     def step(self, s: int) -> None:
+        import numpy as np
+
         ps, ts = self.pd.steps[s], self.pt.steps[s]
         if not ps.params_after or not ts.params_after:
             return
