@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import weakref
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 from ._errors import AlignError
@@ -307,7 +308,7 @@ class _Recorder:
         self.grads: list[GradEvent] = []
         self.calls: dict[str, int] = {}
         self.pending_inputs: dict[tuple[str, int], list[np.ndarray]] = {}
-        self.cache: dict[tuple[int, int], tuple[Any, np.ndarray]] = {}
+        self.cache: dict[tuple[int, int], tuple[Callable[[], Any], np.ndarray]] = {}
         for h in self.grad_handles:
             _remove(h)
         self.grad_handles = []
@@ -316,10 +317,14 @@ class _Recorder:
         """The tensor as NumPy, converted once per step (the same tensor passed on is not copied again)."""
         key = (id(tensor), self.ops.version(tensor))  # an in-place change makes it a new value
         hit = self.cache.get(key)
-        if hit is not None and hit[0] is tensor:
+        if hit is not None and hit[0]() is tensor:
             return hit[1]
         value = _own(self.adapter.to_numpy(tensor))
-        self.cache[key] = (tensor, value)  # keeps the id unique for this step only
+        try:  # a weak reference: the trace never keeps a framework tensor alive
+            ref: Callable[[], Any] = weakref.ref(tensor)
+        except TypeError:  # pragma: no cover - a tensor type without weak references
+            ref = (lambda t: lambda: t)(tensor)
+        self.cache[key] = (ref, value)
         return value
 
     def install(self) -> None:
