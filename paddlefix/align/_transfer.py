@@ -198,21 +198,57 @@ def transfer(src: Any, dst: Any, *, mapping: MappingArg = None, strict: bool = T
         if full in bad:
             continue
         value = src_side.tensors[sname]
-        arr = _as_numpy(value)
+        arr = _as_numpy(value, share=pairing.dst == "torch")
         if st.param_rule is not None:
             fn = st.param_rule.to_paddle if pairing.dst == "paddle" else st.param_rule.to_torch
             arr = fn(arr)
         copied.append(_assign(dst_ad, dst_side.tensors[full], arr, sname, full, st.how))
         del arr
     report = TransferReport(pairing, copied, _describe_source(src))
+    _warn_unruled(pairing)
     _LOG.info("transfer: %d set, %d missing, %d unused", len(copied), len(report.missing), len(report.unused))
     return report
 
 
-def _as_numpy(value: Any) -> Any:
+def _warn_unruled(pairing: Pairing) -> None:
+    """Warn when matrices were copied as they are between layers no rule knows (layout unchecked)."""
+    if pairing.src == pairing.dst or pairing._dst is None:
+        return
+    layers = sorted({
+        st.dst_unit or "<root>"
+        for st in pairing._steps
+        if st.rule is None and any(len(pairing._dst.shape(n)) >= 2 for n in st.dst_names)
+    })
+    if layers:
+        import warnings
+
+        from .._errors import PaddlefixWarning
+
+        shown = ", ".join(layers[:8]) + (f" and {len(layers) - 8} more" if len(layers) > 8 else "")
+        warnings.warn(
+            f"align.transfer: no layer rule for {shown}: their matrices were copied by name without a "
+            "layout transform; check that both frameworks store them the same way",
+            PaddlefixWarning,
+            stacklevel=3,
+        )
+
+
+def _as_numpy(value: Any, share: bool = False) -> Any:
+    """``value`` as a NumPy array; with ``share``, a Paddle CPU tensor is read in place (no copy).
+
+    ``share`` is only for copies into a torch model: the array then aliases the source, which
+    nothing in ``transfer`` writes to.
+    """
     import numpy as np
 
     fw = framework_of(value)
+    if fw == "paddle" and share:
+        from .adapters._paddle import torch_view
+
+        ad = adapter_for(value)
+        view = torch_view(value) if ad.fused_copy and ad.dtype_name(value) != "bfloat16" else None  # type: ignore[attr-defined]
+        if view is not None:
+            return view.numpy()
     if fw is not None:
         return adapter_for(value).to_numpy(value)
     return np.asarray(value)
@@ -229,7 +265,8 @@ def _assign(ad: Any, tensor: Any, arr: Any, sname: str, dname: str, how: str) ->
 def _convert_layer(pairing: Pairing, st: Any) -> dict[str, Any]:
     src_side, dst_side = pairing._src, pairing._dst
     assert src_side is not None and dst_side is not None
-    arrays = {_local(n, st.src_unit): _as_numpy(src_side.tensors[n]) for n in st.src_names}
+    share = pairing.dst == "torch"
+    arrays = {_local(n, st.src_unit): _as_numpy(src_side.tensors[n], share) for n in st.src_names}
     s_unit = src_side.units.get(st.src_unit)
     s_layer = s_unit.layer if s_unit is not None else None
     d_layer = dict(dst_side.layers).get(st.dst_unit)
