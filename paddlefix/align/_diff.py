@@ -58,7 +58,7 @@ import math
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ._errors import AlignError
-from ._metrics import Metrics, check_tolerance, missing_metrics, reduce_broadcast, tensor_metrics
+from ._metrics import Metrics, check_tolerance, missing_metrics, reduce_broadcast, tensor_metrics, work_dtype
 from ._report import AlignResult, Divergence, Finding, Row
 
 if TYPE_CHECKING:
@@ -670,23 +670,25 @@ class _Differ:
         import numpy as np
 
         fa, fb = np.asarray(a).reshape(-1), np.asarray(b).reshape(-1)
+        w = work_dtype(fa, fb)
         hist = self.grad_acc.get(name)
         if hist is None or hist[0].size != fa.size:
-            hist = tuple(np.zeros(fa.size, np.float32) for _ in range(3))
+            # the ratio in float16 (it is used clipped at 1), the sums in float32
+            hist = (np.zeros(fa.size, np.float16), np.zeros(fa.size, np.float32), np.zeros(fa.size, np.float32))
             self.grad_acc[name] = hist
         rmax, sdiff, sg = hist
         for lo in range(0, fa.size, _CHUNK):
             hi = lo + _CHUNK
-            x, y = fa[lo:hi].astype(np.float64), fb[lo:hi].astype(np.float64)
+            x, y = fa[lo:hi].astype(w, copy=False), fb[lo:hi].astype(w, copy=False)
             d = np.abs(x - y)
-            sd = sdiff[lo:hi].astype(np.float64) + d
-            sy = sg[lo:hi].astype(np.float64) + y
+            sd = sdiff[lo:hi] + d
+            sy = sg[lo:hi] + y
             sdiff[lo:hi], sg[lo:hi] = sd, sy
             with np.errstate(divide="ignore", invalid="ignore"):
                 r = np.where(d == 0, 0.0, d / np.abs(y))
                 summed = np.where(sd == 0, 0.0, sd / np.abs(sy))
             r = np.nan_to_num(np.maximum(r, summed), nan=1.0, posinf=1.0)
-            rmax[lo:hi] = np.maximum(rmax[lo:hi], r)
+            rmax[lo:hi] = np.maximum(rmax[lo:hi], np.minimum(r, 6e4))
         self.rel_hist[name] = rmax
 
     def _update_check(self, pp: Any, a0: Any, a1: Any, b0: Any, b1: Any, s: int = 0) -> dict[str, Any]:
@@ -697,6 +699,7 @@ class _Differ:
         arrays = [np.asarray(x) for x in (a0, a1, b0, b1)]
         dt = arrays[1].dtype if arrays[1].dtype.kind == "f" else np.dtype(np.float64)
         flat = [x.reshape(-1) for x in arrays]
+        w = work_dtype(*arrays)  # float32 for float32 parameters: a small update's difference is exact
         n = flat[1].size
         rel = self.rel_hist.get(name)
         if rel is not None and rel.size != n:
@@ -705,7 +708,7 @@ class _Differ:
         bias_rel = 8 * float(np.finfo(dt).eps) + self._bias_correction_rel(s)
 
         def parts(lo: int) -> tuple:
-            f = [x[lo:lo + _CHUNK].astype(np.float64) for x in flat]
+            f = [x[lo:lo + _CHUNK].astype(w, copy=False) for x in flat]
             u_pd, u_pt = f[1] - f[0], f[3] - f[2]
             # the gradient-driven part of each update (decoupled weight decay removed): decay may cancel
             # it in the net update, and it is what gradient differences move
@@ -723,18 +726,18 @@ class _Differ:
             u_scale = max(u_scale, float(u_max.max()))
             update_max = max(update_max, float(np.abs(u_pt).max()))
             dd = u_pd - u_pt
-            s_dp += float(np.dot(dd, f[2]))
-            s_pp += float(np.dot(f[2], f[2]))
-            s_dd += float(np.dot(dd, dd))
+            s_dp += float(np.dot(dd.astype(np.float64), f[2].astype(np.float64)))
+            s_pp += float(np.dot(f[2].astype(np.float64), f[2].astype(np.float64)))
+            s_dd += float(np.dot(dd.astype(np.float64), dd.astype(np.float64)))
         # pass 2: elementwise judgement
         unexplained, du_max, worst, allowed_at_worst = 0, 0.0, -math.inf, 0.0
         for lo in range(0, n, _CHUNK):
             f, u_pd, u_pt, u_max = parts(lo)
             du = np.abs(u_pd - u_pt)
             d_before = np.abs(f[0] - f[2])
-            r = np.minimum(1.0, rel[lo:lo + _CHUNK].astype(np.float64)) if rel is not None else 1.0
+            r = np.minimum(1.0, rel[lo:lo + _CHUNK]).astype(w) if rel is not None else 1.0
             big = np.maximum(np.maximum(np.abs(f[1]), np.abs(f[3])), np.abs(f[2])).astype(dt)
-            rounding = 4 * np.spacing(big).astype(np.float64) + bias_rel * u_max
+            rounding = 4 * np.spacing(big).astype(w) + bias_rel * u_max
             allowed = _K * u_scale * r + 0.1 * d_before + rounding
             unexplained += int(np.count_nonzero(du > allowed))
             du_max = max(du_max, float(du.max()))
@@ -751,7 +754,7 @@ class _Differ:
             "update_max": update_max,
             "update_diff_max": du_max,
             "allowed_at_worst": allowed_at_worst,
-            "grad_rel_max": float(rel.max()) if rel is not None and rel.size else 0.0,
+            "grad_rel_max": float(rel.max()) if rel is not None and rel.size else 0.0,  # capped at 6e4
             "decay_fit": decay_fit,
         }
 
@@ -792,8 +795,9 @@ class _Differ:
             out["train_align"] = self._triple(tr_pd, tr_pt)
         return out
 
-    def _triple(self, pd: dict, pt: dict) -> tuple[dict, dict, dict]:
-        return pd, pt, {k: self.metrics(pd[k], pt[k]) for k in pd}
+    def _triple(self, pd: dict, pt: dict) -> tuple[dict, dict, Any]:
+        """The two sides' arrays (references, no copies) and how to judge them when the files are written."""
+        return pd, pt, self.tol
 
 
 # --------------------------------------------------------------------------- helpers

@@ -287,7 +287,7 @@ def tensor_metrics(actual: Any, expected: Any, rtol: float | None = None, atol: 
     if e.size == 0:
         m.note = "; ".join(notes) or None
         return m
-    wide = np.complex128 if (a.dtype.kind == "c" or e.dtype.kind == "c") else np.float64
+    wide = work_dtype(a, e)
     fa, fe = a.reshape(-1), e.reshape(-1)
     acc = _Acc()
     # In chunks: a float64 copy of a whole embedding matrix per temporary would cost gigabytes.
@@ -325,6 +325,20 @@ def tensor_metrics(actual: Any, expected: Any, rtol: float | None = None, atol: 
 _CHUNK = 1 << 20
 
 
+def work_dtype(*arrays: Any) -> Any:
+    """The dtype the elementwise checks compute in: float32 for float16 / bfloat16 / float32 tensors
+    (as ``torch.isclose`` does in their own precision; the difference of two close float32 values is
+    exact), float64 for float64 and integers (int64 ids beyond 2**24 stay exact), complex128 for complex."""
+    import numpy as np
+
+    kinds = {x.dtype.kind for x in arrays}
+    if "c" in kinds:
+        return np.complex128
+    if all(x.dtype.kind == "f" and x.dtype.itemsize <= 4 for x in arrays):
+        return np.float32
+    return np.float64
+
+
 class _Acc:
     """Running statistics over the chunks of one comparison."""
 
@@ -340,36 +354,42 @@ class _Acc:
 def _chunk(acc: _Acc, a64: Any, e64: Any, tol: Tolerance, offset: int) -> None:
     import numpy as np
 
-    both_nan = np.isnan(a64) & np.isnan(e64)
-    same_inf = np.isinf(a64) & np.isinf(e64) & (a64 == e64)
-    equal_special = both_nan | same_inf
-    finite = np.isfinite(a64) & np.isfinite(e64)
-    with np.errstate(invalid="ignore", over="ignore"):
-        diff = np.where(finite, np.abs(a64 - e64), np.inf)
-    diff = np.where(equal_special, 0.0, diff)
-    mag = np.abs(np.where(np.isfinite(e64), e64, 0.0))
-    allowed = tol.atol + tol.rtol * mag
-    bad = diff > allowed
-    acc.mismatched += int(np.count_nonzero(bad))
-    acc.nan += int(np.count_nonzero(both_nan))
-    acc.inf += int(np.count_nonzero(same_inf))
+    finite_a, finite_e = np.isfinite(a64), np.isfinite(e64)
+    if finite_a.all() and finite_e.all():  # the usual case: no NaN / Inf bookkeeping
+        diff = np.abs(a64 - e64)
+        mag = np.abs(e64)
+        finite = None
+    else:
+        both_nan = np.isnan(a64) & np.isnan(e64)
+        same_inf = np.isinf(a64) & np.isinf(e64) & (a64 == e64)
+        equal_special = both_nan | same_inf
+        finite = finite_a & finite_e
+        with np.errstate(invalid="ignore", over="ignore"):
+            diff = np.where(finite, np.abs(a64 - e64), np.inf)
+        diff[equal_special] = 0.0
+        mag = np.abs(np.where(finite_e, e64, 0.0))
+        acc.nan += int(np.count_nonzero(both_nan))
+        acc.inf += int(np.count_nonzero(same_inf))
+        if not np.all(finite | equal_special):
+            acc.all_comparable = False
+    excess = diff - tol.rtol * mag
+    excess -= tol.atol
+    acc.mismatched += int(np.count_nonzero(excess > 0))
     k = int(np.argmax(diff))
     if float(diff[k]) > acc.max_abs:
         acc.max_abs, acc.max_abs_at = float(diff[k]), offset + k
-    with np.errstate(divide="ignore", invalid="ignore"):
-        rel = np.where(diff == 0, 0.0, diff / mag)
-    acc.max_rel = max(acc.max_rel, float(rel.max()))
+    nz = diff > 0
+    if nz.any():
+        with np.errstate(divide="ignore", invalid="ignore"):
+            acc.max_rel = max(acc.max_rel, float(np.max(diff[nz] / mag[nz])))
     acc.mag_max = max(acc.mag_max, float(mag.max()))
-    acc.sum_abs += float(diff.sum())
-    excess = diff - allowed
+    acc.sum_abs += float(diff.sum(dtype=np.float64))
     k = int(np.argmax(excess))
     if float(excess[k]) > acc.worst_excess:
         acc.worst_excess, acc.worst_excess_at = float(excess[k]), offset + k
     if a64.dtype.kind == "f":
-        if not np.all(finite | equal_special):
-            acc.all_comparable = False
-        fa = np.where(finite, a64, 0.0)
-        fe = np.where(finite, e64, 0.0)
+        fa = (a64 if finite is None else np.where(finite, a64, 0.0)).astype(np.float64, copy=False)
+        fe = (e64 if finite is None else np.where(finite, e64, 0.0)).astype(np.float64, copy=False)
         acc.dot += float(np.dot(fa, fe))
         acc.na += float(np.dot(fa, fa))
         acc.ne += float(np.dot(fe, fe))

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ._errors import AlignError
-from ._metrics import REPROD_MEAN, Metrics
+from ._metrics import REPROD_MEAN, Metrics, tensor_metrics
 
 __all__ = ["AlignResult", "Divergence", "Finding", "Row", "PHASES", "FORMAT", "FORMAT_VERSION"]
 
@@ -394,7 +394,8 @@ class AlignResult:
             pair = self._arrays.get(stem)
             if not pair or not pair[0]:
                 continue
-            pd, pt, verdicts = pair
+            pd, pt, tolerance = pair
+            verdicts = {k: tensor_metrics(pd[k], pt[k], tolerance=tolerance) for k in pd}
             for side, data in (("paddle", pd), ("torch", pt)):
                 target = os.path.join(directory, f"{stem}_{side}.npy")
                 tmp = target + ".tmp.npy"
