@@ -12,6 +12,7 @@ models without a table (ERNIE). Transforms never come from here: the layer types
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 import re
 import sys
@@ -112,6 +113,7 @@ def name_rules(paddle_model: Any = None) -> list[NameRule]:
     return rules + [r for r in BUILTIN_RULES if (r.hf, r.paddle) not in have]
 
 
+@functools.lru_cache(maxsize=4096)
 def _pattern(template: str) -> re.Pattern[str]:
     body = r"\.".join(r"(\d+)" if part == "N" else re.escape(part) for part in template.split("."))
     return re.compile(r"(^|.*\.)" + body + r"$")

@@ -809,9 +809,21 @@ def _containers(pairs: dict[str, Pair], p: _Pairer, paddle_side: _Side, torch_si
         for a in pn:
             p2t[paddle_side.canonical(a)] = "+".join(sorted(torch_side.canonical(b) for b in tn))
 
+    def index(side: _Side) -> dict[str, set[str]]:
+        """layer path -> canonical names of every entry under it (one pass over the names)."""
+        under: dict[str, set[str]] = {}
+        for n in side.tensors:
+            c = side.canonical(n)
+            parts = n.split(".")[:-1]
+            under.setdefault("", set()).add(c)
+            for k in range(1, len(parts) + 1):
+                under.setdefault(".".join(parts[:k]), set()).add(c)
+        return under
+
+    t_under, p_under = index(torch_side), index(paddle_side)
+
     def rec(side: _Side, path: str) -> set[str]:
-        prefix = path + "." if path else ""
-        return {side.canonical(n) for n in side.tensors if n.startswith(prefix) or not path}
+        return (t_under if side is torch_side else p_under).get(path, set())
 
     t_paths = [lp for lp, _ in torch_side.layers]
     pd_paths = [lp for lp, _ in paddle_side.layers]

@@ -205,8 +205,32 @@ def transfer(src: Any, dst: Any, *, mapping: MappingArg = None, strict: bool = T
         copied.append(_assign(dst_ad, dst_side.tensors[full], arr, sname, full, st.how))
         del arr
     report = TransferReport(pairing, copied, _describe_source(src))
+    _warn_unruled(pairing)
     _LOG.info("transfer: %d set, %d missing, %d unused", len(copied), len(report.missing), len(report.unused))
     return report
+
+
+def _warn_unruled(pairing: Pairing) -> None:
+    """Warn when matrices were copied as they are between layers no rule knows (layout unchecked)."""
+    if pairing.src == pairing.dst or pairing._dst is None:
+        return
+    layers = sorted({
+        st.dst_unit or "<root>"
+        for st in pairing._steps
+        if st.rule is None and any(len(pairing._dst.shape(n)) >= 2 for n in st.dst_names)
+    })
+    if layers:
+        import warnings
+
+        from .._errors import PaddlefixWarning
+
+        shown = ", ".join(layers[:8]) + (f" and {len(layers) - 8} more" if len(layers) > 8 else "")
+        warnings.warn(
+            f"align.transfer: no layer rule for {shown}: their matrices were copied by name without a "
+            "layout transform; check that both frameworks store them the same way",
+            PaddlefixWarning,
+            stacklevel=3,
+        )
 
 
 def _as_numpy(value: Any) -> Any:

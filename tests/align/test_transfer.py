@@ -10,6 +10,7 @@ import json
 import os
 import pathlib
 import pickle
+import warnings
 
 import numpy as np
 import pytest
@@ -493,8 +494,9 @@ def test_same_framework_copies_by_name() -> None:
     np.testing.assert_array_equal(a.weight.numpy(), b.weight.numpy())
 
 
-def test_readme_example_runs() -> None:
+def test_readme_example_runs(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The worked example of README "Aligning a port", as written there."""
+    monkeypatch.chdir(tmp_path)
     readme = pathlib.Path(__file__).resolve().parents[2] / "README.md"
     text = readme.read_text(encoding="utf-8")
     start = text.index("<!-- align-transfer-example -->")
@@ -587,3 +589,64 @@ def test_layer_level_converter_rule(monkeypatch) -> None:
     with pytest.raises(TransferError, match="cannot be reconciled"):
         align.transfer(t, p3)
     _assert_same_state(before, _state(p3))
+
+
+def test_readme_rules_table_lists_every_rule() -> None:
+    from paddlefix.align import rules
+
+    readme = (pathlib.Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## Aligning a port"):]
+    for rule in rules._BASE_RULES:
+        assert f"`{rule.name}`" in section, rule.name
+
+
+def test_name_rules_come_from_paddlenlp_where_it_ships_them(hf_bert_pair) -> None:
+    from paddlefix.align._names import BUILTIN_RULES, hf_to_paddle_paths, name_rules
+
+    _, pd = hf_bert_pair
+    rules = name_rules(pd)
+    from_paddlenlp = [r for r in rules if r.family == "paddlenlp:BertModel"]
+    assert ("encoder.layer.N.attention.self.query", "encoder.layers.N.self_attn.q_proj") in [
+        (r.hf, r.paddle) for r in from_paddlenlp
+    ]
+    # the built-in table only adds what paddlenlp's table lacks (heads), never a duplicate
+    assert len({(r.hf, r.paddle) for r in rules}) == len(rules)
+    assert any(r.hf == "qa_outputs" for r in BUILTIN_RULES)
+    # rules match anywhere after a dot, keeping any prefix, and whole index components only
+    got = hf_to_paddle_paths("splinter.encoder.layer.11.output.LayerNorm", rules)
+    assert got[0][0] == "splinter.encoder.layers.11.norm2"
+    assert hf_to_paddle_paths("encoder.layerX.1.output.LayerNorm", rules) == []
+
+
+def test_pairing_from_a_state_dict_uses_the_destination_types() -> None:
+    t, p = make_square_pair(width=4, depth=2)
+    pairing = align.pair({k: v.detach().numpy() for k, v in t.state_dict().items()}, p)
+    assert [(x.paddle_path, x.torch_path, x.rule, x.torch_type) for x in pairing.pairs] == [
+        ("0", "0", "linear", ""), ("2", "2", "linear", "")
+    ]
+    assert [x.how for x in pairing.params] == ["transpose", "copy", "transpose", "copy"]
+
+
+def test_matrices_of_layers_without_a_rule_are_copied_with_a_warning() -> None:
+    from paddlefix import PaddlefixWarning
+
+    class TorchScale(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.randn(3, 3))
+            self.b = torch.nn.Parameter(torch.randn(3))
+
+    class PaddleScale(paddle.nn.Layer):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = self.create_parameter([3, 3])
+            self.b = self.create_parameter([3], is_bias=True)
+
+    t, p = TorchScale(), PaddleScale()
+    with pytest.warns(PaddlefixWarning, match="no layer rule for <root>"):
+        report = align.transfer(t, p)
+    assert report.pairing.pairs[0].rule == "same-names"
+    np.testing.assert_array_equal(p.w.numpy(), t.w.detach().numpy())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        align.transfer(make_square_pair()[0], make_square_pair()[1])  # known layers: no warning

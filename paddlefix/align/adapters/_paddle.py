@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any, Callable
 
 import numpy as np
@@ -14,6 +15,28 @@ _DTYPE_NAMES = {
     "float64": "float64", "int8": "int8", "uint8": "uint8", "int16": "int16", "int32": "int32",
     "int64": "int64", "complex64": "complex64", "complex128": "complex128",
 }
+
+
+def _contiguous(arr: np.ndarray) -> np.ndarray:
+    """A C-contiguous copy; fast for transposed 2-D views (NumPy's own copy is ~10x slower there).
+
+    torch's strided copy is used when torch is already imported (it is multi-threaded and blocked),
+    else a tiled NumPy copy. Values are copied, never computed: bit-exact.
+    """
+    if arr.ndim != 2 or not arr.T.flags.c_contiguous or arr.size < 1 << 16:
+        return np.ascontiguousarray(arr)
+    torch = sys.modules.get("torch")
+    if torch is not None and arr.dtype.kind in "fiub" and arr.dtype.itemsize in (1, 2, 4, 8):
+        try:
+            return torch.from_numpy(arr).contiguous().numpy()
+        except (TypeError, RuntimeError):  # a dtype torch cannot view: fall through
+            pass
+    out = np.empty(arr.shape, arr.dtype)
+    bs = 64
+    for i in range(0, arr.shape[0], bs):
+        for j in range(0, arr.shape[1], bs):
+            out[i : i + bs, j : j + bs] = arr[i : i + bs, j : j + bs]
+    return out
 
 
 class PaddleAdapter:
@@ -66,7 +89,7 @@ class PaddleAdapter:
         if dtype != "bfloat16" and arr.dtype != np.dtype(dtype):
             arr = arr.astype(dtype)
         if not arr.flags.c_contiguous:
-            arr = np.ascontiguousarray(arr)
+            arr = _contiguous(arr)
         with paddle.no_grad():
             if dtype == "bfloat16":
                 tensor.set_value(paddle.to_tensor(arr.astype("float32")).astype("bfloat16"))
