@@ -560,6 +560,8 @@ class _Differ:
 
     # ------------------------------------------------------------------ parameters after the step
     def step(self, s: int) -> None:
+        import numpy as np
+
         ps, ts = self.pd.steps[s], self.pt.steps[s]
         if not ps.params_after or not ts.params_after:
             return
@@ -608,8 +610,9 @@ class _Differ:
                 differ = True
             else:
                 row.status = "fail"
-                row.note = f"{m.extra.get('unexplained', '?')} element(s) of the update not explained by the " \
-                           "gradient and previous-parameter differences"
+                row.note = ("a buffer the forward updates: out of tolerance" if buffer else
+                            f"{m.extra.get('unexplained', '?')} element(s) of the update not explained by the "
+                            "gradient and previous-parameter differences")
                 differ = True
                 if first is None:
                     first = row

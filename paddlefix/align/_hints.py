@@ -279,6 +279,11 @@ def _divergence_hints(dv: "Divergence", result: "AlignResult", d: "_Differ") -> 
                 if outputs_agree else "The loss differs because the forward already does.")
         hints.append(_loss_hint(ctx, lead) if outputs_agree else lead)
     elif dv.phase == "param_grad":
+        owner = dv.paddle_module.rpartition(".")[0]
+        for f in result.findings:
+            if f.kind == "config" and f.paddle == owner:
+                hints.append(f"Configuration differs at {owner}: {f.label} paddle {f.paddle_value!r} vs torch "
+                             f"{f.torch_value!r} ({config_hint(f.label, f.paddle_value, f.torch_value)}).")
         lin = _untransposed_linears("", d)
         hints.append("The output gradients agree but this parameter's gradient does not: look at how it "
                      "is used (a shared or tied weight, a stop_gradient / requires_grad setting, a custom op).")

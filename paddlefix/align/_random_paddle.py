@@ -25,7 +25,7 @@ from typing import Any, Callable
 
 from .._errors import PaddlefixWarning
 from . import _random_stream as S
-from ._randomness import Replacement, SameRandomness, Setting, current
+from ._randomness import Replacement, Setting, current
 
 FW = "paddle"
 
@@ -340,21 +340,3 @@ def enter_settings(seed: int, deterministic: bool, settings: list[Setting]) -> C
             fn()
 
     return restore
-
-
-def watch(ctx: SameRandomness, model: Any) -> list[Any]:
-    """Forward pre/post hooks that tell the context which layer is running."""
-    handles = []
-    for path, layer in model.named_sublayers(include_self=True):
-
-        def pre(layer: Any, inputs: Any, _path: str = path) -> None:
-            if _path == "":
-                ctx.reset_stack(FW)
-            ctx.push(FW, _path)
-
-        def post(layer: Any, inputs: Any, output: Any, _path: str = path) -> None:
-            ctx.pop(FW, _path)
-
-        handles.append(layer.register_forward_pre_hook(pre))
-        handles.append(layer.register_forward_post_hook(post))
-    return handles

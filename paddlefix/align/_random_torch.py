@@ -22,6 +22,7 @@ import sys
 from typing import Any, Callable
 
 from . import _random_stream as S
+from ._errors import RandomnessError
 from ._randomness import Replacement, SameRandomness, Setting, current
 
 FW = "torch"
@@ -52,6 +53,13 @@ def _apply_dropout(ctx: SameRandomness, input: Any, p: float, feature: bool, alp
     import torch
 
     shape = tuple(input.shape[:2]) + (1,) * (input.dim() - 2) if feature else tuple(input.shape)
+    if getattr(torch._C, "_current_autograd_node", lambda: None)() is not None:
+        raise RandomnessError(
+            f"same_randomness: {label} was called during backward: a forward recomputed for the "
+            "backward pass (torch.utils.checkpoint, Hugging Face gradient checkpointing) would draw a "
+            "new mask instead of the forward's. Turn recomputation off inside the context "
+            "(model.gradient_checkpointing_disable())."
+        )
     rng = ctx.draw(FW, "dropout", label, shape, (("p", round(float(p), 12)),))
     keep = S.keep_mask(rng, shape, p).astype(np.float32)
     if not alpha:
@@ -216,9 +224,9 @@ def _make_tensor_fn(fn: str, original: Callable[..., Any]) -> Callable[..., Any]
         if fn == "normal":
             names = ("mean", "std", "size")
             bound = dict(zip(names, args))
-            for n in names:
-                if n in kwargs:
-                    bound[n] = kwargs.pop(n)
+            for arg in names:
+                if arg in kwargs:
+                    bound[arg] = kwargs.pop(arg)
             mean, std = bound.get("mean", 0.0), bound.get("std", 1.0)
             tensors = [v for v in (mean, std) if isinstance(v, torch.Tensor)]
             if "size" in bound:
@@ -247,9 +255,9 @@ def _make_tensor_fn(fn: str, original: Callable[..., Any]) -> Callable[..., Any]
         if fn == "multinomial":
             names = ("input", "num_samples", "replacement")
             bound = dict(zip(names, args))
-            for n in names:
-                if n in kwargs:
-                    bound[n] = kwargs.pop(n)
+            for arg in names:
+                if arg in kwargs:
+                    bound[arg] = kwargs.pop(arg)
             input, num, replacement = bound["input"], int(bound["num_samples"]), bool(bound.get("replacement", False))
             params = (("num_samples", num), ("replacement", replacement))
             rng = ctx.draw(FW, fn, "torch.multinomial", tuple(input.shape), params)
@@ -337,21 +345,3 @@ def enter_settings(seed: int, deterministic: bool, settings: list[Setting]) -> C
             fn()
 
     return restore
-
-
-def watch(ctx: SameRandomness, model: Any) -> list[Any]:
-    """Forward pre/post hooks that tell the context which layer is running."""
-    handles = []
-    for path, layer in model.named_modules():
-
-        def pre(module: Any, inputs: Any, _path: str = path) -> None:
-            if _path == "":
-                ctx.reset_stack(FW)
-            ctx.push(FW, _path)
-
-        def post(module: Any, inputs: Any, output: Any, _path: str = path) -> None:
-            ctx.pop(FW, _path)
-
-        handles.append(layer.register_forward_pre_hook(pre))
-        handles.append(layer.register_forward_hook(post, always_call=True))
-    return handles

@@ -96,7 +96,7 @@ class RandomCall(NamedTuple):
     """One random call made inside the context."""
 
     framework: str  # "paddle" | "torch"
-    index: int  # k: the k-th random call of this framework in the context
+    k: int  # the k-th random call of this framework in the context (from 0)
     kind: str  # "dropout" for every dropout flavour, else the tensor function ("randn", ...)
     function: str  # what was called, e.g. "paddle.nn.functional.dropout(axis=[0, 1])"
     shape: tuple[int, ...]  # the mask / result shape
@@ -112,7 +112,7 @@ class RandomCall(NamedTuple):
     def to_dict(self) -> dict[str, Any]:
         return {
             "framework": self.framework,
-            "index": self.index,
+            "k": self.k,
             "kind": self.kind,
             "function": self.function,
             "shape": list(self.shape),
@@ -264,6 +264,7 @@ _SKIP_PARTS = (
     os.sep + os.path.join("paddle", "nn", "functional") + os.sep,
     os.sep + os.path.join("paddle", "nn", "layer", "layers.py"),
     os.sep + os.path.join("paddle", "nn", "layer", "common.py"),
+    os.sep + os.path.join("paddle", "nn", "layer", "container.py"),
     os.sep + os.path.join("paddle", "base") + os.sep,
     os.sep + os.path.join("paddle", "utils") + os.sep,
     os.sep + os.path.join("paddle", "tensor", "random.py"),
@@ -307,6 +308,8 @@ def _short(filename: str) -> str:
 # -- the context ------------------------------------------------------------------------
 _lock = threading.RLock()
 _active: SameRandomness | None = None
+_PENDING_LIMIT = 100_000
+"""Calls kept while waiting for the other framework's k-th call (one framework alone never waits)."""
 
 
 def current() -> SameRandomness | None:
@@ -331,6 +334,7 @@ class SameRandomness:
         self._hooks: list[Any] = []
         self._entered = False
         self._count_lock = threading.Lock()
+        self._overflow = False
 
     # -- public ---------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -399,7 +403,13 @@ class SameRandomness:
             mine = RandomCall(framework, k, kind, function, tuple(int(s) for s in shape), params, site, module)
             other = self._pending.get(k)
             if other is None or other.framework == framework:
-                self._pending[k] = mine
+                if len(self._pending) < _PENDING_LIMIT:
+                    self._pending[k] = mine
+                elif not self._overflow:
+                    self._overflow = True
+                    self.report.notes.append(
+                        f"more than {_PENDING_LIMIT} calls without a counterpart yet: later ones are not checked"
+                    )
             else:
                 del self._pending[k]
                 if (other.kind, other.shape, other.params) != (mine.kind, mine.shape, mine.params):
@@ -408,22 +418,12 @@ class SameRandomness:
 
     def skip(self, framework: str) -> None:
         """Count a dropout call that draws nothing (eval mode, p == 0 or 1)."""
-        self.report.skipped[framework] = self.report.skipped.get(framework, 0) + 1
-
-    def push(self, framework: str, path: str) -> None:
-        self._stack.setdefault(framework, []).append(path)
-
-    def pop(self, framework: str, path: str) -> None:
-        stack = self._stack.get(framework)
-        if stack and stack[-1] == path:
-            stack.pop()
-
-    def reset_stack(self, framework: str) -> None:
-        self._stack[framework] = []
+        with self._count_lock:
+            self.report.skipped[framework] = self.report.skipped.get(framework, 0) + 1
 
     # -- internals ------------------------------------------------------------------------------
     def _setup(self) -> None:
-        frameworks = [fw for fw in ("paddle", "torch") if fw in sys.modules]
+        frameworks: list[str] = [fw for fw in ("paddle", "torch") if fw in sys.modules]
         if not frameworks:
             raise RandomnessError(
                 "same_randomness: neither paddle nor torch is imported; import the framework(s) "
@@ -442,15 +442,31 @@ class SameRandomness:
             self._watch(model)
 
     def _watch(self, model: Any) -> None:
-        fw = _framework_of(model)
-        if fw is None:
+        from .adapters import adapter_for, framework_of
+
+        fw = framework_of(model)
+        adapter = adapter_for(model) if fw is not None else None
+        if adapter is None or not adapter.is_model(model):
             raise RandomnessError(
                 f"same_randomness: models= / watch() takes paddle nn.Layer or torch nn.Module objects; "
                 f"got {type(model).__module__}.{type(model).__qualname__}"
             )
         if fw not in self.report.frameworks:
             raise RandomnessError(f"same_randomness: {fw} was not imported when the context was entered")
-        self._hooks.extend(_framework_module(fw).watch(self, model))
+        for path, layer in adapter.named_layers(model):
+
+            def pre(layer: Any, inputs: Any, _path: str = path, _fw: str = fw) -> None:
+                if _path == "":
+                    self._stack[_fw] = []  # a new forward of the root: forget a stale stack
+                self._stack.setdefault(_fw, []).append(_path)
+
+            def post(layer: Any, inputs: Any, output: Any, _path: str = path, _fw: str = fw) -> None:
+                stack = self._stack.get(_fw)
+                if stack and stack[-1] == _path:
+                    stack.pop()
+
+            self._hooks.append(adapter.register_forward_pre_hook(layer, pre))
+            self._hooks.append(adapter.register_forward_hook(layer, post))
         self.report.watched.append(f"{fw}:{type(model).__name__}")
 
     def _teardown(self) -> None:
@@ -513,17 +529,9 @@ def _framework_module(fw: str) -> Any:
 
 
 def _framework_of(obj: Any) -> str | None:
-    if "paddle" in sys.modules:
-        import paddle
+    from .adapters import framework_of
 
-        if isinstance(obj, paddle.nn.Layer):
-            return "paddle"
-    if "torch" in sys.modules:
-        import torch
-
-        if isinstance(obj, torch.nn.Module):
-            return "torch"
-    return None
+    return framework_of(obj)
 
 
 def same_randomness(

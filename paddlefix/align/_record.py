@@ -79,7 +79,7 @@ def record(
         "inputs_sha256": inputs_digest(batches),
     }
     trace = trace._replace(versions={**trace.versions, RECORD_KEY: json.dumps(meta, sort_keys=True)})
-    save_trace(trace, path)
+    save_trace(trace, path, overwrite=True)
     return trace
 
 

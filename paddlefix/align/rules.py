@@ -148,6 +148,15 @@ def _paddle_dropout_p(layer: Any) -> Any:
     return getattr(layer, "p", None)
 
 
+def _paddle_padding_idx(layer: Any) -> Any:
+    """Paddle's padding index as torch keeps it (a negative one counted from the end; None for none)."""
+    idx = getattr(layer, "_padding_idx", None)
+    if idx is None:
+        return None
+    idx = int(idx)
+    return idx + int(getattr(layer, "_num_embeddings", 0)) if idx < 0 else idx
+
+
 def _torch_gelu_approx(layer: Any) -> Any:
     return getattr(layer, "approximate", "none") == "tanh"
 
@@ -188,7 +197,13 @@ _BASE_RULES: tuple[LayerRule, ...] = (
         _WB,
         config=(ConfigRule("groups", _attr("groups"), _attr("_groups")),),
     ),
-    LayerRule("embedding", ("Embedding",), ("Embedding",), (ParamRule("weight", "weight"),)),
+    LayerRule(
+        "embedding",
+        ("Embedding",),
+        ("Embedding",),
+        (ParamRule("weight", "weight"),),
+        config=(ConfigRule("padding_idx", _attr("padding_idx"), _paddle_padding_idx),),
+    ),
     LayerRule(
         "layernorm",
         ("LayerNorm",),

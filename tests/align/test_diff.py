@@ -287,7 +287,8 @@ def test_real_bert_port_is_aligned_over_three_adamw_steps(loss_kind):
 
     results = {}
     for pd_eps in (1e-8, 1e-6):
-        hf, pd = make_hf("BertModel"), make_pd("BertModel")
+        # pad_token_id=None: no padding_idx on the HF embeddings, as in paddlenlp's (else a finding)
+        hf, pd = make_hf("BertModel", pad_token_id=None), make_pd("BertModel")
         align.transfer(hf, pd)
         opd = paddle.optimizer.AdamW(learning_rate=1e-3, parameters=pd.parameters(), epsilon=pd_eps)
         opt = torch.optim.AdamW(hf.parameters(), lr=1e-3, eps=1e-8)
