@@ -550,8 +550,17 @@ def _plots(result: AlignResult) -> list[tuple[str, str]]:
             continue
         ys = [max(r.metrics.scale_rel, floor) if math.isfinite(r.metrics.scale_rel) else 1e3
               for r in rows if r.metrics is not None]
-        ax.plot(range(len(ys)), ys, marker=".", linewidth=1, label=phase)
+        line = ax.plot(range(len(ys)), ys, marker=".", linewidth=1, label=phase)[0]
         drawn = True
+        first = result.first_divergence
+        if first is not None and first.step == 0 and first.phase == phase:
+            at = next((i for i, r in enumerate(rows) if r.paddle == first.paddle_module), None)
+            if at is None and first.candidates:  # backward: named after the consumer
+                at = next((i for i, r in enumerate(rows) if r.status == "fail"), None)
+            if at is not None:
+                ax.axvline(at, color=line.get_color(), linestyle=":", linewidth=1)
+                ax.annotate("first divergence", (at, ys[at]), textcoords="offset points", xytext=(4, 6),
+                            fontsize=8, color=line.get_color())
     if drawn:
         ax.set_yscale("log")
         ax.set_xlabel("position in execution order (backward: in backward order), step 0")
