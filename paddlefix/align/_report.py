@@ -305,6 +305,8 @@ class AlignResult:
                     keep.add(i)
                 if first_key and (r.phase, r.step, r.paddle) == first_key:
                     keep.update(range(max(0, i - 3), i + 1))
+            if not keep:  # nothing stands out: the beginning of the run
+                keep = set(range(max_rows // 2))
             keep = set(sorted(keep)[:max_rows])
             shown = [r for i, r in enumerate(rows) if i in keep]
             omitted = len(rows) - len(shown)
