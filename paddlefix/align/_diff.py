@@ -58,7 +58,7 @@ import math
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ._errors import AlignError
-from ._metrics import Metrics, check_tolerance, missing_metrics, reduce_broadcast, tensor_metrics
+from ._metrics import Metrics, check_tolerance, missing_metrics, reduce_broadcast, tensor_metrics, work_dtype
 from ._report import AlignResult, Divergence, Finding, Row
 
 if TYPE_CHECKING:
@@ -70,6 +70,7 @@ __all__ = ["diff_traces", "HintContext", "current_context", "to_paddle_layout"]
 
 _IDENTITY = frozenset({"copy", "rename", "", "same", "identity"})
 _K = 4.0  # margin on the update's sensitivity to gradient differences
+_CHUNK = 1 << 20  # elements per chunk of the elementwise parameter checks
 
 
 class HintContext(NamedTuple):
@@ -510,7 +511,6 @@ class _Differ:
 
     # ------------------------------------------------------------------ parameter gradients
     def param_grads(self, s: int, follows: bool) -> None:
-        import numpy as np
 
         ps, ts = self.pd.steps[s], self.pt.steps[s]
         if not ps.param_grads and not ts.param_grads:
@@ -537,21 +537,8 @@ class _Differ:
                     self.rows.append(row)
                     continue
                 m = self.metrics(a, bt)
-                rel = _rel(np.asarray(a, np.float64), np.asarray(bt, np.float64)) if a.shape == bt.shape else None
-                if rel is not None:
-                    # momentum-style optimizers sum the gradients of all steps so far: where those sums
-                    # cancel, a small relative difference of each gradient is a large one of the sum
-                    a64, b64 = np.asarray(a, np.float64), np.asarray(bt, np.float64)
-                    acc = self.grad_acc.get(pp.paddle_name)
-                    acc = (np.abs(a64 - b64), np.abs(b64), b64) if acc is None else \
-                        (acc[0] + np.abs(a64 - b64), acc[1] + np.abs(b64), acc[2] + b64)
-                    self.grad_acc[pp.paddle_name] = acc
-                    with np.errstate(divide="ignore", invalid="ignore"):
-                        summed = np.where(acc[0] == 0, 0.0, acc[0] / np.abs(acc[2]))
-                    summed = np.nan_to_num(summed, nan=1.0, posinf=1.0)
-                    prev = self.rel_hist.get(pp.paddle_name)
-                    rel = np.maximum(rel, summed)
-                    self.rel_hist[pp.paddle_name] = rel if prev is None else np.maximum(prev, rel)
+                if a.shape == bt.shape:
+                    self._track_grads(pp.paddle_name, a, bt)
             row.metrics, row.tensors = m, [(pp.paddle_name, m)]
             row.status = "ok" if m.ok else ("follows" if follows else "fail")
             self.rows.append(row)
@@ -678,40 +665,100 @@ class _Differ:
             rel += power * b**t * pow_rel / (1.0 - b**t)
         return 2.0 * rel
 
+    def _track_grads(self, name: str, a: Any, b: Any) -> None:
+        """Update the per-element history of relative gradient differences of parameter ``name``:
+        the largest of each step's ``|g_pd - g_pt| / |g_pt|`` and of ``sum |g_pd - g_pt| / |sum g_pt|``
+        (momentum-style optimizers add the gradients up; where the sum cancels it is sensitive).
+        Kept flat in float32, computed in chunks (no float64 copy of a whole embedding matrix)."""
+        import numpy as np
+
+        fa, fb = np.asarray(a).reshape(-1), np.asarray(b).reshape(-1)
+        w = work_dtype(fa, fb)
+        hist = self.grad_acc.get(name)
+        if hist is None or hist[0].size != fa.size:
+            # the ratio in float16 (it is used clipped at 1), the sums in float32
+            hist = (np.zeros(fa.size, np.float16), np.zeros(fa.size, np.float32), np.zeros(fa.size, np.float32))
+            self.grad_acc[name] = hist
+        rmax, sdiff, sg = hist
+        for lo in range(0, fa.size, _CHUNK):
+            hi = lo + _CHUNK
+            x, y = fa[lo:hi].astype(w, copy=False), fb[lo:hi].astype(w, copy=False)
+            d = np.abs(x - y)
+            sd = sdiff[lo:hi] + d
+            sy = sg[lo:hi] + y
+            sdiff[lo:hi], sg[lo:hi] = sd, sy
+            with np.errstate(divide="ignore", invalid="ignore"):
+                r = np.where(d == 0, 0.0, d / np.abs(y))
+                summed = np.where(sd == 0, 0.0, sd / np.abs(sy))
+            r = np.nan_to_num(np.maximum(r, summed), nan=1.0, posinf=1.0)
+            rmax[lo:hi] = np.maximum(rmax[lo:hi], np.minimum(r, 6e4))
+        self.rel_hist[name] = rmax
+
     def _update_check(self, pp: Any, a0: Any, a1: Any, b0: Any, b1: Any, s: int = 0) -> dict[str, Any]:
+        """How far the two updates of one parameter differ beyond what rounding explains (chunked)."""
         import numpy as np
 
         name = pp.paddle_name
-        a0, a1, b0, b1 = (np.asarray(x) for x in (a0, a1, b0, b1))
-        dt = a1.dtype if a1.dtype.kind == "f" else np.dtype(np.float64)
-        f = [x.astype(np.float64) for x in (a0, a1, b0, b1)]
-        u_pd, u_pt = f[1] - f[0], f[3] - f[2]
-        # the gradient-driven part of each update (decoupled weight decay removed): its sensitivity to
-        # gradient differences is what rounding can move, and decay may cancel it in the net update
-        g_pd = u_pd + self._decoupled_decay("paddle", name) * f[0]
-        g_pt = u_pt + self._decoupled_decay("torch", pp.torch_name) * f[2]
-        du = np.abs(u_pd - u_pt)
-        d_before = np.abs(f[0] - f[2])
+        arrays = [np.asarray(x) for x in (a0, a1, b0, b1)]
+        dt = arrays[1].dtype if arrays[1].dtype.kind == "f" else np.dtype(np.float64)
+        flat = [x.reshape(-1) for x in arrays]
+        w = work_dtype(*arrays)  # float32 for float32 parameters: a small update's difference is exact
+        n = flat[1].size
         rel = self.rel_hist.get(name)
-        r = np.minimum(1.0, rel) if rel is not None and rel.shape == du.shape else np.ones_like(du)
-        big = np.maximum(np.maximum(np.abs(f[1]), np.abs(f[3])), np.abs(f[2])).astype(dt)
-        u_max = np.maximum(np.maximum(np.abs(u_pd), np.abs(u_pt)), np.maximum(np.abs(g_pd), np.abs(g_pt)))
-        rounding = 4 * np.spacing(big).astype(np.float64) + \
-            (8 * float(np.finfo(dt).eps) + self._bias_correction_rel(s)) * u_max
-        # The sensitivity of an element's update to gradient differences scales with the tensor's
-        # update size, not only with the element's own update: where Adam's first moment cancels (a
-        # gradient that changed sign) the update is tiny but its error is relative to the terms.
-        u_scale = float(u_max.max()) if u_max.size else 0.0
-        allowed = _K * u_scale * r + 0.1 * d_before + rounding
-        bad = du > allowed
-        k = int(np.argmax(du - allowed)) if du.size else 0
+        if rel is not None and rel.size != n:
+            rel = None
+        dec_pd, dec_pt = self._decoupled_decay("paddle", name), self._decoupled_decay("torch", pp.torch_name)
+        bias_rel = 8 * float(np.finfo(dt).eps) + self._bias_correction_rel(s)
+
+        def parts(lo: int) -> tuple:
+            f = [x[lo:lo + _CHUNK].astype(w, copy=False) for x in flat]
+            u_pd, u_pt = f[1] - f[0], f[3] - f[2]
+            # the gradient-driven part of each update (decoupled weight decay removed): decay may cancel
+            # it in the net update, and it is what gradient differences move
+            g_pd, g_pt = u_pd + dec_pd * f[0], u_pt + dec_pt * f[2]
+            u_max = np.maximum(np.maximum(np.abs(u_pd), np.abs(u_pt)), np.maximum(np.abs(g_pd), np.abs(g_pt)))
+            return f, u_pd, u_pt, u_max
+
+        # pass 1: the tensor's update size (the sensitivity of an element's update to gradient differences
+        # scales with it: where Adam's first moment cancels, the update is tiny but its error is not),
+        # and the sums for the weight-decay fit
+        u_scale = update_max = 0.0
+        s_dp = s_pp = s_dd = 0.0
+        for lo in range(0, n, _CHUNK):
+            f, u_pd, u_pt, u_max = parts(lo)
+            u_scale = max(u_scale, float(u_max.max()))
+            update_max = max(update_max, float(np.abs(u_pt).max()))
+            dd = u_pd - u_pt
+            s_dp += float(np.dot(dd.astype(np.float64), f[2].astype(np.float64)))
+            s_pp += float(np.dot(f[2].astype(np.float64), f[2].astype(np.float64)))
+            s_dd += float(np.dot(dd.astype(np.float64), dd.astype(np.float64)))
+        # pass 2: elementwise judgement
+        unexplained, du_max, worst, allowed_at_worst = 0, 0.0, -math.inf, 0.0
+        for lo in range(0, n, _CHUNK):
+            f, u_pd, u_pt, u_max = parts(lo)
+            du = np.abs(u_pd - u_pt)
+            d_before = np.abs(f[0] - f[2])
+            r = np.minimum(1.0, rel[lo:lo + _CHUNK]).astype(w) if rel is not None else 1.0
+            big = np.maximum(np.maximum(np.abs(f[1]), np.abs(f[3])), np.abs(f[2])).astype(dt)
+            rounding = 4 * np.spacing(big).astype(w) + bias_rel * u_max
+            allowed = _K * u_scale * r + 0.1 * d_before + rounding
+            unexplained += int(np.count_nonzero(du > allowed))
+            du_max = max(du_max, float(du.max()))
+            k = int(np.argmax(du - allowed))
+            if float(du[k] - allowed[k]) > worst:
+                worst, allowed_at_worst = float(du[k] - allowed[k]), float(allowed[k])
+        decay_fit = None
+        if s_pp > 0 and s_dd > 0:
+            c = s_dp / s_pp
+            if max(s_dd - s_dp * s_dp / s_pp, 0.0) <= (0.05 ** 2) * s_dd:
+                decay_fit = c
         return {
-            "unexplained": int(np.count_nonzero(bad)),
-            "update_max": float(np.abs(u_pt).max()) if du.size else 0.0,
-            "update_diff_max": float(du.max()) if du.size else 0.0,
-            "allowed_at_worst": float(allowed.ravel()[k]) if du.size else 0.0,
-            "grad_rel_max": float(rel.max()) if rel is not None and rel.size else 0.0,
-            "decay_fit": _decay_fit(u_pd - u_pt, f[2]),
+            "unexplained": unexplained,
+            "update_max": update_max,
+            "update_diff_max": du_max,
+            "allowed_at_worst": allowed_at_worst,
+            "grad_rel_max": float(rel.max()) if rel is not None and rel.size else 0.0,  # capped at 6e4
+            "decay_fit": decay_fit,
         }
 
     # ------------------------------------------------------------------ reprod_log arrays
@@ -751,37 +798,15 @@ class _Differ:
             out["train_align"] = self._triple(tr_pd, tr_pt)
         return out
 
-    def _triple(self, pd: dict, pt: dict) -> tuple[dict, dict, dict]:
-        return pd, pt, {k: self.metrics(pd[k], pt[k]) for k in pd}
+    def _triple(self, pd: dict, pt: dict) -> tuple[dict, dict, Any]:
+        """The two sides' arrays (references, no copies) and how to judge them when the files are written."""
+        return pd, pt, self.tol
 
 
 # --------------------------------------------------------------------------- helpers
 def _valid_pair(pp: Any, view: _PairView) -> bool:
     """Whether ``pp.pair`` indexes a layer pair (-1: paired by a parameter-level name rule)."""
     return isinstance(pp.pair, int) and 0 <= pp.pair < len(view.pairs)
-
-
-def _rel(a: "np.ndarray", b: "np.ndarray") -> "np.ndarray":
-    import numpy as np
-
-    d = np.abs(a - b)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        r = np.where(d == 0, 0.0, d / np.abs(b))
-    return np.nan_to_num(r, nan=1.0, posinf=1.0)
-
-
-def _decay_fit(du: "np.ndarray", p: "np.ndarray") -> float | None:
-    """c if the update difference is ``c * p`` (weight decay on one side only), else None."""
-    import numpy as np
-
-    pp = float(np.dot(p.ravel(), p.ravel()))
-    if pp == 0 or not np.any(du):
-        return None
-    c = float(np.dot(du.ravel(), p.ravel())) / pp
-    resid = du - c * p
-    if np.linalg.norm(resid) <= 0.05 * np.linalg.norm(du):
-        return c
-    return None
 
 
 def _is_ancestor(container: str, path: str) -> bool:

@@ -209,8 +209,8 @@ def between_hints(dv: "Divergence", d: "_Differ") -> list[str]:
             x_pd, x_pt = pd_prev.outputs[0] if pd_prev.outputs else None, pt_prev.outputs[0] if pt_prev.outputs else None
             y_pd = pd_f[pd_row].inputs[j] if j < len(pd_f[pd_row].inputs) else None
             y_pt = pt_f[pt_row].inputs[j] if j < len(pt_f[pt_row].inputs) else None
-            if all(v is not None and getattr(v, "shape", None) == getattr(x_pd, "shape", 0)
-                   for v in (x_pt, y_pd, y_pt)) and getattr(getattr(x_pd, "dtype", None), "kind", "") == "f":
+            if x_pd is not None and all(v is not None and getattr(v, "shape", None) == getattr(x_pd, "shape", 0)
+                                        for v in (x_pt, y_pd, y_pt)) and x_pd.dtype.kind == "f":
                 f_pd, f_pt = _which_function(x_pd, y_pd), _which_function(x_pt, y_pt)
                 if f_pd is not None and f_pt is not None and f_pd != f_pt:
                     out.append(f"Between the output of {prev[0]} and the input of {dv.paddle_module}, Paddle "

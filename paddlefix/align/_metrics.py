@@ -284,58 +284,34 @@ def tensor_metrics(actual: Any, expected: Any, rtol: float | None = None, atol: 
     if da != de:
         m.ok = False
         m.problem = f"dtype mismatch: {da} vs {de} (reference)"
-    if a.dtype.kind == "c" or e.dtype.kind == "c":
-        a64 = a.astype(np.complex128)
-        e64 = e.astype(np.complex128)
-    else:
-        a64 = a.astype(np.float64)
-        e64 = e.astype(np.float64)
-    if e64.size == 0:
+    if e.size == 0:
         m.note = "; ".join(notes) or None
         return m
-
-    a_nan, e_nan = np.isnan(a64), np.isnan(e64)
-    both_nan = a_nan & e_nan
-    a_inf, e_inf = np.isinf(a64), np.isinf(e64)
-    same_inf = a_inf & e_inf & (a64 == e64)
-    equal_special = both_nan | same_inf
-    finite = np.isfinite(a64) & np.isfinite(e64)
-    with np.errstate(invalid="ignore", over="ignore"):
-        diff = np.where(finite, np.abs(a64 - e64), np.inf)
-    diff = np.where(equal_special, 0.0, diff)
-    mag = np.abs(np.where(np.isfinite(e64), e64, 0.0))
-    allowed = tol.atol + tol.rtol * mag
-    bad = diff > allowed
-    m.mismatched = int(np.count_nonzero(bad))
-    m.nan = int(np.count_nonzero(both_nan))
-    m.inf = int(np.count_nonzero(same_inf))
+    wide = work_dtype(a, e)
+    fa, fe = a.reshape(-1), e.reshape(-1)
+    acc = _Acc()
+    # In chunks: a float64 copy of a whole embedding matrix per temporary would cost gigabytes.
+    for lo in range(0, fe.size, _CHUNK):
+        _chunk(acc, fa[lo:lo + _CHUNK].astype(wide), fe[lo:lo + _CHUNK].astype(wide), tol, lo)
+    m.mismatched, m.nan, m.inf = acc.mismatched, acc.nan, acc.inf
     if m.nan:
         notes.append(f"NaN in both at {m.nan} element(s), counted as equal")
     if m.inf:
         notes.append(f"the same infinity in both at {m.inf} element(s), counted as equal")
-    m.max_abs = float(diff.max())
-    with np.errstate(divide="ignore", invalid="ignore"):
-        rel = np.where(diff == 0, 0.0, diff / mag)
-    m.max_rel = float(rel.max())
-    m.mean_abs = float(diff.mean())
-    m.expected_max = float(mag.max())
+    m.max_abs, m.max_rel, m.expected_max = acc.max_abs, acc.max_rel, acc.mag_max
+    m.mean_abs = acc.sum_abs / fe.size if math.isfinite(acc.sum_abs) else math.inf
     if m.expected_max > 0:
         m.scale_rel = m.max_abs / m.expected_max
     elif m.max_abs > 0:
         m.scale_rel = math.inf
-    if e.dtype.kind == "f" and np.all(finite | equal_special):
-        fa = np.where(finite, a64, 0.0).ravel()
-        fe = np.where(finite, e64, 0.0).ravel()
-        na, ne = float(np.linalg.norm(fa)), float(np.linalg.norm(fe))
-        if na > 0 and ne > 0:
-            m.cosine = float(np.clip(np.dot(fa, fe) / (na * ne), -1.0, 1.0))
-    excess = diff - allowed
-    flat = int(np.argmax(excess)) if m.mismatched else int(np.argmax(diff))
+    if e.dtype.kind == "f" and acc.all_comparable and acc.na > 0 and acc.ne > 0:
+        m.cosine = float(min(1.0, max(-1.0, acc.dot / math.sqrt(acc.na * acc.ne))))
+    flat = acc.worst_excess_at if m.mismatched else acc.max_abs_at
     if m.mismatched or m.max_abs > 0:
-        idx = np.unravel_index(flat, e64.shape)
+        idx = np.unravel_index(flat, e.shape)
         m.worst_index = [int(i) for i in idx]
-        m.worst_actual = _scalar(a64[idx])
-        m.worst_expected = _scalar(e64[idx])
+        m.worst_actual = _scalar(a[idx])
+        m.worst_expected = _scalar(e[idx])
     if m.mismatched:
         m.ok = False
     if tol.mean_atol is not None and m.mean_abs > tol.mean_atol:
@@ -344,6 +320,79 @@ def tensor_metrics(actual: Any, expected: Any, rtol: float | None = None, atol: 
             m.problem = f"mean absolute difference {m.mean_abs:.4g} above {tol.mean_atol:g} (reprod)"
     m.note = "; ".join(notes) or None
     return m
+
+
+_CHUNK = 1 << 20
+
+
+def work_dtype(*arrays: Any) -> Any:
+    """The dtype the elementwise checks compute in: float32 for float16 / bfloat16 / float32 tensors
+    (as ``torch.isclose`` does in their own precision; the difference of two close float32 values is
+    exact), float64 for float64 and integers (int64 ids beyond 2**24 stay exact), complex128 for complex."""
+    import numpy as np
+
+    kinds = {x.dtype.kind for x in arrays}
+    if "c" in kinds:
+        return np.complex128
+    if all(x.dtype.kind == "f" and x.dtype.itemsize <= 4 for x in arrays):
+        return np.float32
+    return np.float64
+
+
+class _Acc:
+    """Running statistics over the chunks of one comparison."""
+
+    def __init__(self) -> None:
+        self.mismatched = self.nan = self.inf = 0
+        self.max_abs = self.max_rel = self.mag_max = self.sum_abs = 0.0
+        self.max_abs_at = self.worst_excess_at = 0
+        self.worst_excess = -math.inf
+        self.dot = self.na = self.ne = 0.0
+        self.all_comparable = True
+
+
+def _chunk(acc: _Acc, a64: Any, e64: Any, tol: Tolerance, offset: int) -> None:
+    import numpy as np
+
+    finite_a, finite_e = np.isfinite(a64), np.isfinite(e64)
+    if finite_a.all() and finite_e.all():  # the usual case: no NaN / Inf bookkeeping
+        diff = np.abs(a64 - e64)
+        mag = np.abs(e64)
+        finite = None
+    else:
+        both_nan = np.isnan(a64) & np.isnan(e64)
+        same_inf = np.isinf(a64) & np.isinf(e64) & (a64 == e64)
+        equal_special = both_nan | same_inf
+        finite = finite_a & finite_e
+        with np.errstate(invalid="ignore", over="ignore"):
+            diff = np.where(finite, np.abs(a64 - e64), np.inf)
+        diff[equal_special] = 0.0
+        mag = np.abs(np.where(finite_e, e64, 0.0))
+        acc.nan += int(np.count_nonzero(both_nan))
+        acc.inf += int(np.count_nonzero(same_inf))
+        if not np.all(finite | equal_special):
+            acc.all_comparable = False
+    excess = diff - tol.rtol * mag
+    excess -= tol.atol
+    acc.mismatched += int(np.count_nonzero(excess > 0))
+    k = int(np.argmax(diff))
+    if float(diff[k]) > acc.max_abs:
+        acc.max_abs, acc.max_abs_at = float(diff[k]), offset + k
+    nz = diff > 0
+    if nz.any():
+        with np.errstate(divide="ignore", invalid="ignore"):
+            acc.max_rel = max(acc.max_rel, float(np.max(diff[nz] / mag[nz])))
+    acc.mag_max = max(acc.mag_max, float(mag.max()))
+    acc.sum_abs += float(diff.sum(dtype=np.float64))
+    k = int(np.argmax(excess))
+    if float(excess[k]) > acc.worst_excess:
+        acc.worst_excess, acc.worst_excess_at = float(excess[k]), offset + k
+    if a64.dtype.kind == "f":
+        fa = (a64 if finite is None else np.where(finite, a64, 0.0)).astype(np.float64, copy=False)
+        fe = (e64 if finite is None else np.where(finite, e64, 0.0)).astype(np.float64, copy=False)
+        acc.dot += float(np.dot(fa, fe))
+        acc.na += float(np.dot(fa, fa))
+        acc.ne += float(np.dot(fe, fe))
 
 
 def _broadcasts(a: tuple, b: tuple) -> bool:

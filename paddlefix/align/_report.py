@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ._errors import AlignError
-from ._metrics import REPROD_MEAN, Metrics
+from ._metrics import REPROD_MEAN, Metrics, tensor_metrics
 
 __all__ = ["AlignResult", "Divergence", "Finding", "Row", "PHASES", "FORMAT", "FORMAT_VERSION"]
 
@@ -305,6 +305,8 @@ class AlignResult:
                     keep.add(i)
                 if first_key and (r.phase, r.step, r.paddle) == first_key:
                     keep.update(range(max(0, i - 3), i + 1))
+            if not keep:  # nothing stands out: the beginning of the run
+                keep = set(range(max_rows // 2))
             keep = set(sorted(keep)[:max_rows])
             shown = [r for i, r in enumerate(rows) if i in keep]
             omitted = len(rows) - len(shown)
@@ -394,7 +396,8 @@ class AlignResult:
             pair = self._arrays.get(stem)
             if not pair or not pair[0]:
                 continue
-            pd, pt, verdicts = pair
+            pd, pt, tolerance = pair
+            verdicts = {k: tensor_metrics(pd[k], pt[k], tolerance=tolerance) for k in pd}
             for side, data in (("paddle", pd), ("torch", pt)):
                 target = os.path.join(directory, f"{stem}_{side}.npy")
                 tmp = target + ".tmp.npy"
@@ -549,8 +552,17 @@ def _plots(result: AlignResult) -> list[tuple[str, str]]:
             continue
         ys = [max(r.metrics.scale_rel, floor) if math.isfinite(r.metrics.scale_rel) else 1e3
               for r in rows if r.metrics is not None]
-        ax.plot(range(len(ys)), ys, marker=".", linewidth=1, label=phase)
+        line = ax.plot(range(len(ys)), ys, marker=".", linewidth=1, label=phase)[0]
         drawn = True
+        first = result.first_divergence
+        if first is not None and first.step == 0 and first.phase == phase:
+            at = next((i for i, r in enumerate(rows) if r.paddle == first.paddle_module), None)
+            if at is None and first.candidates:  # backward: named after the consumer
+                at = next((i for i, r in enumerate(rows) if r.status == "fail"), None)
+            if at is not None:
+                ax.axvline(at, color=line.get_color(), linestyle=":", linewidth=1)
+                ax.annotate("first divergence", (at, ys[at]), textcoords="offset points", xytext=(4, 6),
+                            fontsize=8, color=line.get_color())
     if drawn:
         ax.set_yscale("log")
         ax.set_xlabel("position in execution order (backward: in backward order), step 0")

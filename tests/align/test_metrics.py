@@ -164,3 +164,18 @@ def test_broadcast_shapes_compared_broadcast_and_gradients_summed():
     # different ranks or incompatible sizes are shape mismatches
     assert not tensor_metrics(np.zeros((2, 4, 3), np.float32), np.zeros((4, 3), np.float32)).ok
     assert not tensor_metrics(np.zeros((2, 4), np.float32), np.zeros((3, 4), np.float32)).ok
+
+
+def test_large_tensors_are_judged_in_chunks_exactly():
+    """Above one chunk (2**20 elements) the statistics are combined across chunks, unchanged."""
+    rng = np.random.default_rng(4)
+    e = rng.normal(0, 1, (3, 1 << 20)).astype(np.float32)
+    a = (e + rng.normal(0, 1e-7, e.shape)).astype(np.float32)
+    a[2, 12345] += 0.25
+    m = tensor_metrics(a, e)
+    d = np.abs(a.astype(np.float64) - e.astype(np.float64))
+    assert not m.ok and m.worst_index == [2, 12345] and m.mismatched == int(np.sum(d > 1e-5 + 1.3e-6 * np.abs(e)))
+    assert m.max_abs == pytest.approx(d.max()) and m.mean_abs == pytest.approx(d.mean(), rel=1e-9)
+    cos = float(np.dot(a.ravel().astype(np.float64), e.ravel()) /
+                (np.linalg.norm(a.astype(np.float64)) * np.linalg.norm(e.astype(np.float64))))
+    assert m.cosine == pytest.approx(cos, abs=1e-12)
