@@ -141,7 +141,7 @@ def to_paddle_layout(param_pair: Any, array: "np.ndarray", rule: Any = None) -> 
     if how in _IDENTITY:
         return array
     if how == "transpose":
-        return np.ascontiguousarray(np.transpose(array))
+        return np.transpose(array)  # a view: no copy of every Linear weight and gradient
     fn = getattr(param_pair, "to_paddle", None)
     if callable(fn):
         return np.asarray(fn(array))
