@@ -58,7 +58,7 @@ import math
 from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 from ._errors import AlignError
-from ._metrics import Metrics, check_tolerance, missing_metrics, reduce_broadcast, tensor_metrics, work_dtype
+from ._metrics import Metrics, _at, check_tolerance, missing_metrics, reduce_broadcast, tensor_metrics, work_dtype
 from ._report import AlignResult, Divergence, Finding, Row
 
 if TYPE_CHECKING:
@@ -721,8 +721,8 @@ class _Differ:
         g_acc: Any = _Acc(g[3]) if g_live else None
         p_acc: Any = _Acc(st[3]) if p_live else None
         if g_live and not g_fused:  # gradients of another shape than the parameter: on their own
-            for lo, (x, y) in iter_blocks((g[1], g[2]), work_dtype(g[1], g[2])):
-                g_acc.add(x, y, lo)
+            for _pos, at, (x, y) in iter_blocks((g[1], g[2]), work_dtype(g[1], g[2])):
+                g_acc.add(x, y, at)
             g_live = False
         u = _UpdateCheck(self, s, pp, upd, hist, store) if upd is not None else None
         arrays: list[Any] = []
@@ -735,12 +735,12 @@ class _Differ:
         if u is not None:
             arrays += [upd[0], upd[2]]
         rel_in_pass1 = g_for_r and (u is None or not u.large)
-        for lo, blocks in (iter_blocks(arrays, None) if arrays else ()):
+        for lo, at, blocks in (iter_blocks(arrays, None) if arrays else ()):
             i = 0
             r = None
             if g_live:
                 x, y = blocks[0].astype(gw, copy=False), blocks[1].astype(gw, copy=False)
-                d, finite = g_acc.add(x, y, lo)
+                d, finite = g_acc.add(x, y, at)
                 if rel_in_pass1:
                     r = u_rel(self, hist, store, lo, d, y, finite)
                     if u is not None:
@@ -751,14 +751,14 @@ class _Differ:
                 u.note_rel(r)
             if p_acc is not None:
                 a1b, b1b = blocks[i].astype(pw, copy=False), blocks[i + 1].astype(pw, copy=False)
-                p_acc.add(a1b, b1b, lo)
+                p_acc.add(a1b, b1b, at)
                 i += 2
                 if u is not None:
-                    u.pass1(lo, blocks[i], a1b, blocks[i + 1], b1b, r)
+                    u.pass1(at, blocks[i], a1b, blocks[i + 1], b1b, r)
         if u is not None and u.large:
             g_live = g_live and g_for_r
             arrays = ([g[1], g[2]] if g_live else []) + [upd[0], upd[1], upd[2], upd[3]]
-            for lo, blocks in iter_blocks(arrays, None):
+            for lo, at, blocks in iter_blocks(arrays, None):
                 r = None
                 if g_live:
                     x, y = blocks[0].astype(gw, copy=False), blocks[1].astype(gw, copy=False)
@@ -773,7 +773,7 @@ class _Differ:
                 elif hist is not None:
                     r = hist[0][lo:lo + blocks[0].size]
                     u.note_rel(r)
-                u.pass2(lo, blocks[0], blocks[1], blocks[2], blocks[3], r)
+                u.pass2(at, blocks[0], blocks[1], blocks[2], blocks[3], r)
         if p_acc is not None:
             m_after = finish_metrics(st[0], p_acc, st[1], st[2], st[4])
             self.step_cache[(s, name)] = (m_after, u.verdict() if u is not None else None)
@@ -900,6 +900,7 @@ class _UpdateCheck:
         self.kept: list[tuple] = []
         self.grad_rel_max: float | None = None
         self.unexplained, self.du_max, self.worst, self.allowed_at_worst = 0, 0.0, -math.inf, 0.0
+        self.worst_at = 0
 
     def note_rel(self, r: Any) -> None:
         top = float(r.max()) if r.size else 0.0
@@ -937,7 +938,7 @@ class _UpdateCheck:
         rounding += self.bias_rel * u_max
         return du, t01, rounding
 
-    def pass1(self, lo: int, a0: Any, a1: Any, b0: Any, b1: Any, r: Any) -> None:
+    def pass1(self, at: Any, a0: Any, a1: Any, b0: Any, b1: Any, r: Any) -> None:
         import numpy as np
 
         a0, a1, b0, b1, u_max, au_pt, dd = self._parts(a0, a1, b0, b1)
@@ -947,13 +948,13 @@ class _UpdateCheck:
         self.s_pp += float(np.dot(b0, b0))
         self.s_dd += float(np.dot(dd, dd))
         if not self.large:
-            self.kept.append((lo, r) + self._terms(a0, a1, b0, b1, u_max, dd))
+            self.kept.append((at, r) + self._terms(a0, a1, b0, b1, u_max, dd))
 
-    def pass2(self, lo: int, a0: Any, a1: Any, b0: Any, b1: Any, r: Any) -> None:
+    def pass2(self, at: Any, a0: Any, a1: Any, b0: Any, b1: Any, r: Any) -> None:
         a0, a1, b0, b1, u_max, _au, dd = self._parts(a0, a1, b0, b1)
-        self._judge(r, *self._terms(a0, a1, b0, b1, u_max, dd))
+        self._judge(at, r, *self._terms(a0, a1, b0, b1, u_max, dd))
 
-    def _judge(self, r: Any, du: Any, t01: Any, rounding: Any) -> None:
+    def _judge(self, at: Any, r: Any, du: Any, t01: Any, rounding: Any) -> None:
         import numpy as np
 
         ku = _K * self.u_scale
@@ -968,12 +969,13 @@ class _UpdateCheck:
         self.du_max = max(self.du_max, float(du.max()))
         excess = np.subtract(du, allowed, out=t01)
         k = int(np.argmax(excess))
-        if float(excess[k]) > self.worst:
-            self.worst, self.allowed_at_worst = float(excess[k]), float(allowed[k])
+        v = float(excess[k])
+        if v > self.worst or (v == self.worst and _at(at, k) < self.worst_at):  # ties: first in C order
+            self.worst, self.worst_at, self.allowed_at_worst = v, _at(at, k), float(allowed[k])
 
     def verdict(self) -> dict[str, Any]:
-        for _lo, r, du, t01, rounding in self.kept:
-            self._judge(r, du, t01, rounding)
+        for at, r, du, t01, rounding in self.kept:
+            self._judge(at, r, du, t01, rounding)
         self.kept = []
         decay_fit = None
         if self.s_pp > 0 and self.s_dd > 0:

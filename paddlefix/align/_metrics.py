@@ -255,8 +255,8 @@ def tensor_metrics(actual: Any, expected: Any, rtol: float | None = None, atol: 
     acc = _Acc(tol)
     # In blocks: a float64 copy of a whole embedding matrix per temporary would cost gigabytes, and a
     # transposed view (a Linear weight in the other layout) is copied one block at a time.
-    for lo, (ca, ce) in iter_blocks((a, e), work_dtype(a, e)):
-        acc.add(ca, ce, lo)
+    for _pos, at, (ca, ce) in iter_blocks((a, e), work_dtype(a, e)):
+        acc.add(ca, ce, at)
     return finish_metrics(m, acc, a, e, notes)
 
 
@@ -347,11 +347,14 @@ _CHUNK = 1 << 16
 
 
 def iter_blocks(arrays: Any, dtype: Any, chunk: int = _CHUNK) -> Any:
-    """Yield ``(offset, [flat block of each array in dtype])`` over arrays of one shape, in C order
-    (``dtype=None``: each array's own).
+    """Yield ``(pos, at, [flat block of each array in dtype])`` over arrays of one shape
+    (``dtype=None``: each array's own). ``pos`` counts the elements yielded before (the same order at
+    every call for the same shapes and layouts); ``at`` is the flat C-order index of the block's first
+    element (an int), or, for tiles, a callable mapping an index in the block to the flat index.
 
-    Contiguous arrays are sliced (no copy unless the dtype differs); a non-contiguous view (a
-    transposed Linear weight) is copied one block of its first axis at a time, never whole."""
+    Contiguous arrays are sliced in C order (no copy unless the dtype differs). When a 2-D array is a
+    non-contiguous view (a transposed Linear weight) all are read in square tiles, each copied on its
+    own (fast: a tile stays in the CPU cache), never the whole array."""
     import numpy as np
 
     arrays = [np.asarray(x) for x in arrays]
@@ -360,8 +363,21 @@ def iter_blocks(arrays: Any, dtype: Any, chunk: int = _CHUNK) -> Any:
         flats = [x.reshape(-1) for x in arrays]
         n = flats[0].size
         for lo in range(0, n, chunk):
-            yield lo, [f[lo:lo + chunk] if dtype is None else f[lo:lo + chunk].astype(dtype, copy=False)
-                       for f in flats]
+            yield lo, lo, [f[lo:lo + chunk] if dtype is None else f[lo:lo + chunk].astype(dtype, copy=False)
+                           for f in flats]
+        return
+    if len(shape) == 2:
+        rows, cols = int(shape[0]), int(shape[1])
+        side = max(1, int(math.isqrt(chunk)))
+        tr = side if cols >= side else max(1, chunk // max(cols, 1))
+        tc = min(cols, side) if cols >= side else cols
+        pos = 0
+        for r0 in range(0, rows, tr):
+            for c0 in range(0, cols, tc):
+                blocks = [np.ascontiguousarray(x[r0:r0 + tr, c0:c0 + tc], dtype=dtype) for x in arrays]
+                width = blocks[0].shape[1]
+                yield pos, _TileAt(r0, c0, width, cols), [blk.reshape(-1) for blk in blocks]
+                pos += blocks[0].size
         return
     row = 1
     for d in shape[1:]:
@@ -370,7 +386,24 @@ def iter_blocks(arrays: Any, dtype: Any, chunk: int = _CHUNK) -> Any:
         return
     per = max(1, chunk // row)
     for r0 in range(0, shape[0], per):
-        yield r0 * row, [np.ascontiguousarray(x[r0:r0 + per], dtype=dtype).reshape(-1) for x in arrays]
+        yield r0 * row, r0 * row, [np.ascontiguousarray(x[r0:r0 + per], dtype=dtype).reshape(-1) for x in arrays]
+
+
+class _TileAt:
+    """Flat C-order index of element ``k`` of a tile starting at ``(r0, c0)``, ``width`` wide, of a
+    2-D array ``cols`` wide."""
+
+    __slots__ = ("r0", "c0", "width", "cols")
+
+    def __init__(self, r0: int, c0: int, width: int, cols: int) -> None:
+        self.r0, self.c0, self.width, self.cols = r0, c0, width, cols
+
+    def __call__(self, k: int) -> int:
+        return (self.r0 + k // self.width) * self.cols + self.c0 + k % self.width
+
+
+def _at(offset: Any, k: int) -> int:
+    return offset + k if isinstance(offset, int) else offset(k)
 
 
 def work_dtype(*arrays: Any) -> Any:
@@ -401,12 +434,22 @@ class _Acc:
         self.na = self.ne = self.dd = 0.0
         self.all_comparable = True
 
+    # Ties go to the smallest flat index, as one argmax over the whole tensor in C order (blocks in
+    # tile order would otherwise pick another of several equal differences).
+    def _max(self, v: float, offset: Any, k: int) -> None:
+        if v > self.max_abs or (v == self.max_abs and v > 0 and _at(offset, k) < self.max_abs_at):
+            self.max_abs, self.max_abs_at = v, _at(offset, k)
+
+    def _worst(self, v: float, offset: Any, k: int) -> None:
+        if v > self.worst_excess or (v == self.worst_excess and _at(offset, k) < self.worst_excess_at):
+            self.worst_excess, self.worst_excess_at = v, _at(offset, k)
+
     def cosine(self) -> float:
         dot = 0.5 * ((self.na + self.ne) - self.dd)
         return float(min(1.0, max(-1.0, dot / math.sqrt(self.na * self.ne))))
 
-    def add(self, a: Any, e: Any, offset: int) -> Any:
-        """Fold one block (flat ``a`` / ``e`` in the work dtype, starting at flat ``offset``) into the
+    def add(self, a: Any, e: Any, offset: Any) -> Any:
+        """Fold one block (flat ``a`` / ``e`` in the work dtype, at ``offset``: see :func:`iter_blocks`) into the
         statistics. Returns ``|a - e|`` of the block (float, with ``inf`` where a NaN / infinity is not
         matched and 0 where it is) and whether the block was all finite."""
         import numpy as np
@@ -427,10 +470,8 @@ class _Acc:
         excess -= tol.atol
         self.mismatched += int(np.count_nonzero(excess > 0))
         j = int(np.argmax(excess))
-        if float(excess[j]) > self.worst_excess:
-            self.worst_excess, self.worst_excess_at = float(excess[j]), offset + j
-        if dk > self.max_abs:
-            self.max_abs, self.max_abs_at = dk, offset + k
+        self._worst(float(excess[j]), offset, j)
+        self._max(dk, offset, k)
         if dk > 0:
             with np.errstate(divide="ignore", invalid="ignore"):
                 ratio = np.divide(diff, mag, out=excess)
@@ -450,7 +491,7 @@ class _Acc:
             self.dd += dd
         return diff, True
 
-    def _add_special(self, a64: Any, e64: Any, offset: int) -> Any:
+    def _add_special(self, a64: Any, e64: Any, offset: Any) -> Any:
         """A block holding NaN or infinities: NaN in both / the same infinity in both count as equal."""
         import numpy as np
 
@@ -472,8 +513,7 @@ class _Acc:
         excess -= tol.atol
         self.mismatched += int(np.count_nonzero(excess > 0))
         k = int(np.argmax(diff))
-        if float(diff[k]) > self.max_abs:
-            self.max_abs, self.max_abs_at = float(diff[k]), offset + k
+        self._max(float(diff[k]), offset, k)
         nz = diff > 0
         if nz.any():
             with np.errstate(divide="ignore", invalid="ignore"):
@@ -481,8 +521,7 @@ class _Acc:
         self.mag_max = max(self.mag_max, float(mag.max()))
         self.sum_abs += float(diff.sum(dtype=np.float64))
         k = int(np.argmax(excess))
-        if float(excess[k]) > self.worst_excess:
-            self.worst_excess, self.worst_excess_at = float(excess[k]), offset + k
+        self._worst(float(excess[k]), offset, k)
         if a64.dtype.kind == "f":
             fa = np.where(finite, a64, 0.0).astype(np.float64, copy=False)
             fe = np.where(finite, e64, 0.0).astype(np.float64, copy=False)
