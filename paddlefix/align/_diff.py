@@ -674,6 +674,12 @@ class _Differ:
         return 2.0 * rel
 
     def _param_pass(self, s: int, pp: Any, ga: Any, gb: Any) -> Metrics | None:
+        import numpy as np
+
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):  # once per parameter, not per block
+            return self._param_pass_quiet(s, pp, ga, gb)
+
+    def _param_pass_quiet(self, s: int, pp: Any, ga: Any, gb: Any) -> Metrics | None:
         """One pass over one parameter at step ``s``: the metrics of its gradients ``ga`` / ``gb`` (torch's
         in the Paddle layout, possibly a view; None without gradients, then None is returned) and, with an
         optimizer step, the metrics of its values after the step and the noise-aware update verdict,
@@ -762,8 +768,7 @@ class _Differ:
                 r = None
                 if g_live:
                     x, y = blocks[0].astype(gw, copy=False), blocks[1].astype(gw, copy=False)
-                    with np.errstate(invalid="ignore", over="ignore"):
-                        d = np.abs(x - y)
+                    d = np.abs(x - y)
                     finite = bool(np.isfinite(d).all() and np.isfinite(y).all())
                     if not finite:
                         d = _special_diff(x, y)
@@ -857,23 +862,23 @@ def u_rel(differ: "_Differ", hist: Any, store: bool, lo: int, d: Any, y: Any, fi
             hist[1][lo:hi], hist[2][lo:hi] = sd, sy
     else:
         sd, sy = d, y
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        if finite:
-            r = np.abs(y)
-            np.divide(d, r, out=r)
-            np.fmax(r, 0.0, out=r)  # 0 / 0 (no difference, both zero) is 0
-            if sd is not d:
-                t = np.abs(sy)
-                np.divide(sd, t, out=t)
-                np.fmax(t, 0.0, out=t)
-                np.maximum(r, t, out=r)
-            top = float(r.max())
-            if not math.isfinite(top):
-                r = np.nan_to_num(r, nan=1.0, posinf=1.0)
-        else:
-            r = np.where(d == 0, 0.0, d / np.abs(y))
-            summed = np.where(sd == 0, 0.0, sd / np.abs(sy))
-            r = np.nan_to_num(np.maximum(r, summed), nan=1.0, posinf=1.0)
+    # (the caller silences floating-point warnings once for the whole parameter)
+    if finite:
+        r = np.abs(y)
+        np.divide(d, r, out=r)
+        np.fmax(r, 0.0, out=r)  # 0 / 0 (no difference, both zero) is 0
+        if sd is not d:
+            t = np.abs(sy)
+            np.divide(sd, t, out=t)
+            np.fmax(t, 0.0, out=t)
+            np.maximum(r, t, out=r)
+        top = float(r.max())
+        if not math.isfinite(top):
+            r = np.nan_to_num(r, nan=1.0, posinf=1.0)
+    else:
+        r = np.where(d == 0, 0.0, d / np.abs(y))
+        summed = np.where(sd == 0, 0.0, sd / np.abs(sy))
+        r = np.nan_to_num(np.maximum(r, summed), nan=1.0, posinf=1.0)
     r = np.minimum(r, 6e4, out=r) if r.dtype == np.float32 else np.minimum(r, 6e4).astype(np.float32)
     if hist is not None:
         np.maximum(r, hist[0][lo:hi], out=r)

@@ -249,14 +249,17 @@ def tensor_metrics(actual: Any, expected: Any, rtol: float | None = None, atol: 
     ``rtol`` / ``atol`` given: used as they are (integers stay exact). Otherwise ``tolerance``
     (``None``, ``"reprod"`` or ``(rtol, atol)``) is resolved for the dtype (see module docs).
     """
+    import numpy as np
+
     m, a, e, tol, notes, done = prepare_metrics(actual, expected, tolerance=tolerance, rtol=rtol, atol=atol)
     if done:
         return m
     acc = _Acc(tol)
     # In blocks: a float64 copy of a whole embedding matrix per temporary would cost gigabytes, and a
     # transposed view (a Linear weight in the other layout) is copied one block at a time.
-    for _pos, at, (ca, ce) in iter_blocks((a, e), work_dtype(a, e)):
-        acc.add(ca, ce, at)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):  # once, not per block
+        for _pos, at, (ca, ce) in iter_blocks((a, e), work_dtype(a, e)):
+            acc.add(ca, ce, at)
     return finish_metrics(m, acc, a, e, notes)
 
 
@@ -340,6 +343,9 @@ def finish_metrics(m: Metrics, acc: "_Acc", a: Any, e: Any, notes: list[str]) ->
     m.note = "; ".join(notes) or None
     return m
 
+
+# The blocked checks run under numpy.errstate(divide / invalid / over = "ignore") (0 / 0 and
+# inf - inf are handled by value), set once around a whole loop, not per block.
 
 #: Elements per block of the elementwise checks: small enough that a block's temporaries stay in the
 #: CPU caches, large enough that NumPy's per-call overhead does not count.
@@ -450,13 +456,12 @@ class _Acc:
 
     def add(self, a: Any, e: Any, offset: Any) -> Any:
         """Fold one block (flat ``a`` / ``e`` in the work dtype, at ``offset``: see :func:`iter_blocks`) into the
-        statistics. Returns ``|a - e|`` of the block (float, with ``inf`` where a NaN / infinity is not
+        statistics (call it under ``numpy.errstate`` ignoring divide / invalid / over). Returns ``|a - e|`` of the block (float, with ``inf`` where a NaN / infinity is not
         matched and 0 where it is) and whether the block was all finite."""
         import numpy as np
 
         tol = self.tol
-        with np.errstate(invalid="ignore", over="ignore"):
-            diff = np.subtract(a, e)
+        diff = np.subtract(a, e)
         diff = np.abs(diff, out=diff) if diff.dtype.kind == "f" else np.abs(diff)
         mag = np.abs(e)
         k = int(np.argmax(diff))
@@ -473,8 +478,7 @@ class _Acc:
         self._worst(float(excess[j]), offset, j)
         self._max(dk, offset, k)
         if dk > 0:
-            with np.errstate(divide="ignore", invalid="ignore"):
-                ratio = np.divide(diff, mag, out=excess)
+            ratio = np.divide(diff, mag, out=excess)
             rmax = float(np.fmax.reduce(ratio))  # 0 / 0 (equal zeros) is NaN: ignored
             if rmax == rmax:
                 self.max_rel = max(self.max_rel, rmax)
