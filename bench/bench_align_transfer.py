@@ -107,9 +107,9 @@ def _time_rows() -> list[Row]:
     ms = {k: f"{v * 1e3:.0f} ms" for k, v in best.items()}
     detail = f"transfer {ms['transfer']}, set_state_dict {ms['set_state_dict']}, by hand {ms['by_hand']}"
     return [
-        Row(f"align.transfer: BERT-base ({n / 1e6:.0f}M params) torch -> paddle / set_state_dict(converted)",
+        Row(f"align.transfer: BERT-base ({n / 1e6:.0f}M), torch -> paddle / set_state_dict(converted)",
             best["transfer"] / best["set_state_dict"], TIME_GOAL, detail),
-        Row("align.transfer: BERT-base / by hand (transpose, then set_state_dict)",
+        Row("align.transfer: BERT-base / by hand (.T views, set_state_dict)",
             best["transfer"] / best["by_hand"], None, detail),
     ]
 
@@ -122,7 +122,7 @@ def _memory_rows() -> list[Row]:
                          text=True, env=env, check=True)
     data = json.loads(out.stdout.strip().splitlines()[-1])
     return [Row(
-        "align.transfer: BERT-base peak RSS above both models / largest tensor",
+        "align.transfer: BERT-base peak RSS above models / largest tensor",
         data["peak_above"] / data["largest"], MEM_GOAL,
         f"peak +{data['peak_above'] / 2**20:.0f} MiB, largest tensor {data['largest'] / 2**20:.0f} MiB, "
         f"model {data['model_bytes'] / 2**20:.0f} MiB",

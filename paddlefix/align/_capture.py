@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import weakref
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 from ._errors import AlignError
@@ -307,7 +308,7 @@ class _Recorder:
         self.grads: list[GradEvent] = []
         self.calls: dict[str, int] = {}
         self.pending_inputs: dict[tuple[str, int], list[np.ndarray]] = {}
-        self.cache: dict[tuple[int, int], tuple[Any, np.ndarray]] = {}
+        self.cache: dict[tuple[int, int], tuple[Callable[[], Any], np.ndarray]] = {}
         for h in self.grad_handles:
             _remove(h)
         self.grad_handles = []
@@ -316,10 +317,14 @@ class _Recorder:
         """The tensor as NumPy, converted once per step (the same tensor passed on is not copied again)."""
         key = (id(tensor), self.ops.version(tensor))  # an in-place change makes it a new value
         hit = self.cache.get(key)
-        if hit is not None and hit[0] is tensor:
+        if hit is not None and hit[0]() is tensor:
             return hit[1]
         value = _own(self.adapter.to_numpy(tensor))
-        self.cache[key] = (tensor, value)  # keeps the id unique for this step only
+        try:  # a weak reference: the trace never keeps a framework tensor alive
+            ref: Callable[[], Any] = weakref.ref(tensor)
+        except TypeError:  # pragma: no cover - a tensor type without weak references
+            ref = (lambda t: lambda: t)(tensor)
+        self.cache[key] = (ref, value)
         return value
 
     def install(self) -> None:
@@ -387,6 +392,46 @@ def _own(array: "np.ndarray") -> "np.ndarray":
     return array if array.base is None else array.copy()
 
 
+def _live_view(adapter: Any, tensor: Any) -> "np.ndarray":
+    """A NumPy array sharing the CPU tensor's memory (DLPack), or a copy where that is not possible."""
+    import numpy as np
+
+    try:
+        if adapter.framework == "torch":
+            t = tensor.detach()
+            if t.device.type == "cpu" and str(t.dtype) != "torch.bfloat16":
+                return t.numpy()
+        else:
+            from paddle.utils.dlpack import to_dlpack
+
+            if tensor.place.is_cpu_place() and adapter.dtype_name(tensor) != "bfloat16":
+                class _Capsule:  # numpy.from_dlpack wants the protocol, older paddle gives a capsule
+                    def __dlpack__(self, stream: Any = None) -> Any:
+                        return to_dlpack(tensor)
+
+                    def __dlpack_device__(self) -> tuple[int, int]:
+                        return (1, 0)
+
+                return np.from_dlpack(_Capsule())
+    except Exception as exc:  # any framework / NumPy version without it: a copy
+        log.debug("no shared view of a %s tensor: %s", adapter.framework, exc)
+    return _own(adapter.to_numpy(tensor))
+
+
+def owns_memory(array: Any, live: set[int]) -> bool:
+    """Whether ``array`` (or the array it views) is not one of the ``live`` shared views."""
+    import numpy as np
+
+    base = array
+    while isinstance(base, np.ndarray):
+        if id(base) in live:
+            return False
+        if base.base is None:
+            return True
+        base = base.base
+    return False  # memory owned by something else (a framework tensor)
+
+
 def _remove(handle: Any) -> None:
     try:
         handle.remove()
@@ -420,6 +465,7 @@ def capture(
     paths: Iterable[str] | None = None,
     progress: Callable[[], None] | None = None,
     loss_arg: str = "loss_fn",
+    share_last: bool = False,
 ) -> Trace:
     """Run ``model`` for ``steps`` steps on ``batches`` (already in the model's framework) and trace it.
 
@@ -434,6 +480,9 @@ def capture(
         paths: hook only these layer paths (default: every named layer).
         progress: called after each step (a progress bar's update).
         loss_arg: the argument name used in error messages about the loss.
+        share_last: the last step's ``params_after`` share memory with the live parameters instead of
+            being copied (one model's worth of memory less); only for a caller that reads them before
+            the model changes again and copies what it keeps (``compare`` does).
 
     Raises:
         AlignError: bad arguments, a loss that is not a scalar, or the model raised inside forward
@@ -512,7 +561,10 @@ def capture(
                 if optimizer is not None:
                     optimizer.step()
                     ops.clear_grads([t for _, t in params], optimizer)
-                    after = snapshot()
+                    if share_last and step == steps - 1:
+                        after = {n: _live_view(adapter, t) for n, t in params + buffers}
+                    else:
+                        after = snapshot()
             del output
             step_traces.append(
                 StepTrace(recorder.forward, out_arrays, loss_value, recorder.grads, param_grads, after)

@@ -202,7 +202,28 @@ def compare(
         paddle_model, torch_model, inputs, loss=loss, optimizers=optimizers, steps=steps, train=train,
         mapping=mapping, transfer=transfer,
     )
-    return diff_traces(trace_pd, trace_pt, pairing, tolerance=tolerance, context=context)
+    result = diff_traces(trace_pd, trace_pt, pairing, tolerance=tolerance, context=context)
+    # The last step's parameters were read in place (no copy of the models); what the result keeps
+    # of them is copied now, once the traces' other arrays are released.
+    live = {id(a) for tr in (trace_pd, trace_pt) if tr.steps for a in tr.steps[-1].params_after.values()}
+    del trace_pd, trace_pt
+    _copy_shared(result, live)
+    return result
+
+
+def _copy_shared(result: Any, live: set[int]) -> None:
+    """Replace every array of ``result`` that shares memory with a live parameter by a copy."""
+    from ._capture import owns_memory
+
+    arrays = getattr(result, "_arrays", None)
+    if not live or not isinstance(arrays, dict):
+        return
+    for entry in arrays.values():
+        for side in entry[:2] if isinstance(entry, tuple) else ():
+            if isinstance(side, dict):
+                for key, value in side.items():
+                    if hasattr(value, "base") and not owns_memory(value, live):
+                        side[key] = value.copy()
 
 
 def assert_aligned(
@@ -293,12 +314,12 @@ def _run(
         with runs:
             trace_pd = capture(
                 paddle_model, [convert_batch(b, "paddle") for b in batches], loss_fn=loss_pd, optimizer=opt_pd,
-                steps=steps, train=train, progress=update, loss_arg="loss",
+                steps=steps, train=train, progress=update, loss_arg="loss", share_last=True,
             )
             if recorded is None:
                 trace_pt = capture(
                     torch_model, [convert_batch(b, "torch") for b in batches], loss_fn=loss_pt, optimizer=opt_pt,
-                    steps=steps, train=train, progress=update, loss_arg="loss",
+                    steps=steps, train=train, progress=update, loss_arg="loss", share_last=True,
                 )
             else:
                 trace_pt = recorded

@@ -129,13 +129,13 @@ class _PairView:
 
 
 def to_paddle_layout(param_pair: Any, array: "np.ndarray", rule: Any = None, *,
-                     contiguous: bool = True) -> "np.ndarray | None":
+                     contiguous: bool = False) -> "np.ndarray | None":
     """The torch ``array`` of ``param_pair`` in the Paddle layout, or None if the transform is unknown.
 
     ``copy`` / ``rename``: as is; ``transpose``: axes reversed (a Linear weight); any other
     transform: the pair's own ``to_paddle`` callable if it has one, else the ``to_paddle`` of the
-    rules-table ``rule``'s ParamRule for this Paddle local name. ``contiguous=False``: a transposed
-    view instead of a transposed copy.
+    rules-table ``rule``'s ParamRule for this Paddle local name. A transpose is a view, unless
+    ``contiguous=True`` asks for a copy.
     """
     import numpy as np
 
@@ -143,6 +143,7 @@ def to_paddle_layout(param_pair: Any, array: "np.ndarray", rule: Any = None, *,
     if how in _IDENTITY:
         return array
     if how == "transpose":
+        # a view by default: no copy of every Linear weight and gradient
         return np.ascontiguousarray(np.transpose(array)) if contiguous else np.transpose(array)
     fn = getattr(param_pair, "to_paddle", None)
     if callable(fn):

@@ -383,8 +383,8 @@ class _Pairer:
     def _resolve(self, d: _Unit, mpath: str, how: str) -> tuple[list[_Step], list[str]] | None:
         """Steps setting every canonical param of ``d`` from mapped unit ``mpath``, or None if impossible."""
         snames = self.munits.get(mpath)
-        if not snames:
-            return None
+        if not snames or all(n in self.used for n in snames.values()):
+            return None  # absent, or already the source of another layer
         s_type, s_qual, s_layer, s_path = self._src_unit_of(snames)
         rule = self._rule(d, s_type, s_qual)
         pending = [(loc, full) for loc, full in d.params.items() if full not in self.dst.alias and full not in self.done]

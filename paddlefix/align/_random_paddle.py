@@ -59,7 +59,7 @@ def _number(p: Any) -> float | None:
     if isinstance(p, (int, float)):
         return float(p)
     if isinstance(p, paddle.Tensor) and p.size == 1:
-        return float(p)
+        return float(p.numpy().reshape(-1)[0])
     return None
 
 
@@ -107,7 +107,7 @@ def _make_dropout(original: Callable[..., Any]) -> Callable[..., Any]:
             label += f"(axis={axes})"
         if mode != "upscale_in_train":
             label += f"(mode={mode!r})"
-        rng = ctx.draw(FW, "dropout", label, tuple(shape), (("p", round(p, 12)),))
+        rng = ctx.draw(FW, "dropout", label, tuple(shape), (("p", round(p, 7)),))
         keep = S.keep_mask(rng, tuple(shape), p).astype(np.float32)
         if mode == "upscale_in_train":
             keep *= np.float32(1 / (1 - p))
@@ -147,7 +147,7 @@ def _make_alpha(original: Callable[..., Any], feature: bool, fn: str) -> Callabl
         shape = [int(s) for s in x.shape]
         if feature:
             shape = shape[:2] + [1] * (len(shape) - 2)
-        rng = ctx.draw(FW, "dropout", f"paddle.nn.functional.{fn}", tuple(shape), (("p", round(p, 12)),))
+        rng = ctx.draw(FW, "dropout", f"paddle.nn.functional.{fn}", tuple(shape), (("p", round(p, 7)),))
         keep = S.keep_mask(rng, tuple(shape), p).astype(np.float32)
         alpha_p = -S.PADDLE_SELU_ALPHA * S.PADDLE_SELU_SCALE
         scale_a = ((1 - p) * (1 + p * alpha_p**2)) ** -0.5

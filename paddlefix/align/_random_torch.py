@@ -60,7 +60,7 @@ def _apply_dropout(ctx: SameRandomness, input: Any, p: float, feature: bool, alp
             "new mask instead of the forward's. Turn recomputation off inside the context "
             "(model.gradient_checkpointing_disable())."
         )
-    rng = ctx.draw(FW, "dropout", label, shape, (("p", round(float(p), 12)),))
+    rng = ctx.draw(FW, "dropout", label, shape, (("p", round(float(p), 7)),))
     keep = S.keep_mask(rng, shape, p).astype(np.float32)
     if not alpha:
         noise = keep / np.float32(1.0 - p)

@@ -18,7 +18,10 @@ What is covered, per framework, is listed in ``COVERED``. Calls with ``p == 0`` 
 ``p == 1``, which is not random) or in eval mode draw nothing, on either side. When the k-th
 calls of the two frameworks do not correspond (different mask shape, ``p`` or function) a
 :class:`~paddlefix.align.RandomnessError` names both call sites: the framework, the layer
-path (for models given to ``models=`` / :meth:`SameRandomness.watch`), and file:line.
+path (for models given to ``models=`` / :meth:`SameRandomness.watch`), and file:line. Shapes
+differing only by merged leading dimensions (torch ``MultiheadAttention``'s
+``[batch * heads, L, S]`` against ``[batch, heads, L, S]``) correspond: NumPy fills both in the
+same row-major order. A torch dropout during backward (activation recomputation) is refused.
 
 For the duration the context also seeds both frameworks' own generators with ``seed`` (for
 random operations it does not cover), turns on deterministic algorithms (torch
@@ -235,15 +238,22 @@ class Replacement(NamedTuple):
 def apply_replacements(journal: _Journal, replacements: list[Replacement]) -> None:
     """One pass over ``sys.modules``: every (module, attribute) holding an original gets its new."""
     by_id = {id(r.original): r for r in replacements}
+    ids = set(by_id)
     places: list[tuple[Any, str, Replacement]] = []
     for name, module in list(sys.modules.items()):
         if not isinstance(module, types.ModuleType):
             continue
-        try:
-            items = list(vars(module).items())
-        except TypeError:  # pragma: no cover - a module without a namespace
+        namespace = getattr(module, "__dict__", None)
+        if not isinstance(namespace, dict):
             continue
-        for attr, value in items:
+        try:
+            if ids.isdisjoint(map(id, namespace.values())):  # the common case, looped in C
+                continue
+            hits = [k for k, v in list(namespace.items()) if id(v) in ids]
+        except RuntimeError:  # pragma: no cover - the namespace changed while we looked
+            hits = [k for k, v in list(namespace.items()) if id(v) in ids]
+        for attr in hits:
+            value = namespace.get(attr)
             r = by_id.get(id(value))
             if r is not None and r.original is value and not (r.skip_prefixes and name.startswith(r.skip_prefixes)):
                 places.append((module, attr, r))
@@ -412,7 +422,7 @@ class SameRandomness:
                     )
             else:
                 del self._pending[k]
-                if (other.kind, other.shape, other.params) != (mine.kind, mine.shape, mine.params):
+                if (other.kind, other.params) != (mine.kind, mine.params) or not same_layout(other.shape, mine.shape):
                     raise RandomnessError(_mismatch(k, other, mine))
         return np.random.Generator(np.random.PCG64(np.random.SeedSequence([self.seed, k])))
 
@@ -430,9 +440,12 @@ class SameRandomness:
                 "before entering the context (only functions loaded at entry are replaced)"
             )
         self.report.frameworks = frameworks
+        replacements: list[Replacement] = []
+        for fw in frameworks:
+            replacements.extend(_framework_module(fw).replacements(tensors=self.tensors))
+        apply_replacements(self._journal, replacements)
         for fw in frameworks:
             mod = _framework_module(fw)
-            apply_replacements(self._journal, mod.replacements(tensors=self.tensors))
             restore = mod.enter_settings(self.seed, self.deterministic, self.report.settings)
             self._restore.append((fw, restore))
             self.report.drawn.setdefault(fw, 0)
@@ -444,6 +457,8 @@ class SameRandomness:
     def _watch(self, model: Any) -> None:
         from .adapters import adapter_for, framework_of
 
+        if model is None:  # e.g. the torch side of an offline comparison
+            return
         fw = framework_of(model)
         adapter = adapter_for(model) if fw is not None else None
         if adapter is None or not adapter.is_model(model):
@@ -501,12 +516,31 @@ class SameRandomness:
             _log.warning("same_randomness: restoring failed for %s", "; ".join(errors))
 
 
+def same_layout(a: tuple[int, ...], b: tuple[int, ...]) -> bool:
+    """Equal shapes, or shapes that differ only by merged leading dimensions.
+
+    torch's ``nn.MultiheadAttention`` drops its attention weights as ``[batch * heads, L, S]``
+    where Paddle's ``nn.MultiHeadAttention`` has ``[batch, heads, L, S]``: the same elements in
+    the same row-major order, and NumPy fills both from the same stream in that order.
+    """
+    if a == b:
+        return True
+    short, long = (a, b) if len(a) < len(b) else (b, a)
+    if not short or len(short) == len(long):
+        return False
+    merged = len(long) - len(short) + 1
+    lead = 1
+    for d in long[:merged]:
+        lead *= d
+    return short[0] == lead and short[1:] == long[merged:]
+
+
 def _mismatch(k: int, first: RandomCall, second: RandomCall) -> str:
     paddle_call, torch_call = (first, second) if first.framework == "paddle" else (second, first)
     what = []
     if paddle_call.kind != torch_call.kind:
         what.append(f"function {paddle_call.kind} vs {torch_call.kind}")
-    if paddle_call.shape != torch_call.shape:
+    if not same_layout(paddle_call.shape, torch_call.shape):
         what.append(f"shape {list(paddle_call.shape)} vs {list(torch_call.shape)}")
     if paddle_call.params != torch_call.params:
         what.append(f"{dict(paddle_call.params)} vs {dict(torch_call.params)}")
@@ -542,7 +576,8 @@ def same_randomness(
     Args:
         seed: the stream's seed (a non-negative int); the same seed gives the same masks.
         models: paddle / torch models whose layer paths should appear in error messages
-            (forward pre-hooks for the duration; also :meth:`SameRandomness.watch`).
+            (forward pre-hooks for the duration; also :meth:`SameRandomness.watch`); ``None``
+            entries are ignored.
         deterministic: turn on the frameworks' deterministic settings for the duration.
         tensors: also serve ``rand`` / ``randn`` / ``randint`` / ``normal`` / ``bernoulli`` /
             ``randperm`` / ``multinomial`` from the stream (``False``: dropout only).

@@ -198,7 +198,7 @@ def transfer(src: Any, dst: Any, *, mapping: MappingArg = None, strict: bool = T
         if full in bad:
             continue
         value = src_side.tensors[sname]
-        arr = _as_numpy(value)
+        arr = _as_numpy(value, share=pairing.dst == "torch")
         if st.param_rule is not None:
             fn = st.param_rule.to_paddle if pairing.dst == "paddle" else st.param_rule.to_torch
             arr = fn(arr)
@@ -233,10 +233,22 @@ def _warn_unruled(pairing: Pairing) -> None:
         )
 
 
-def _as_numpy(value: Any) -> Any:
+def _as_numpy(value: Any, share: bool = False) -> Any:
+    """``value`` as a NumPy array; with ``share``, a Paddle CPU tensor is read in place (no copy).
+
+    ``share`` is only for copies into a torch model: the array then aliases the source, which
+    nothing in ``transfer`` writes to.
+    """
     import numpy as np
 
     fw = framework_of(value)
+    if fw == "paddle" and share:
+        from .adapters._paddle import torch_view
+
+        ad = adapter_for(value)
+        view = torch_view(value) if ad.fused_copy and ad.dtype_name(value) != "bfloat16" else None  # type: ignore[attr-defined]
+        if view is not None:
+            return view.numpy()
     if fw is not None:
         return adapter_for(value).to_numpy(value)
     return np.asarray(value)
@@ -253,7 +265,8 @@ def _assign(ad: Any, tensor: Any, arr: Any, sname: str, dname: str, how: str) ->
 def _convert_layer(pairing: Pairing, st: Any) -> dict[str, Any]:
     src_side, dst_side = pairing._src, pairing._dst
     assert src_side is not None and dst_side is not None
-    arrays = {_local(n, st.src_unit): _as_numpy(src_side.tensors[n]) for n in st.src_names}
+    share = pairing.dst == "torch"
+    arrays = {_local(n, st.src_unit): _as_numpy(src_side.tensors[n], share) for n in st.src_names}
     s_unit = src_side.units.get(st.src_unit)
     s_layer = s_unit.layer if s_unit is not None else None
     d_layer = dict(dst_side.layers).get(st.dst_unit)

@@ -121,3 +121,52 @@ def test_hooks_train_mode_and_grads(framework: str) -> None:
     assert len(seen) == 2
     ad.train(model, True)
     assert ad.is_training(model[1])
+
+
+def test_paddle_assign_writes_in_place_through_a_torch_view() -> None:
+    from paddlefix.align.adapters._paddle import _copy_into_view, torch_view
+
+    layer = paddle.nn.Linear(40, 24)  # weight [in, out] = [40, 24]
+    w = layer.weight
+    view = torch_view(w)
+    assert view is not None and tuple(view.shape) == (40, 24)
+    ptr = view.data_ptr()
+    src = np.random.default_rng(0).standard_normal((24, 40)).astype("float32")  # torch layout
+    assert _copy_into_view(w, src.T, "float32")  # transposed view: one pass, no temporary
+    assert np.array_equal(w.numpy(), src.T)
+    assert torch_view(w).data_ptr() == ptr  # same allocation, written in place
+    x = paddle.ones([2, 40])
+    x.stop_gradient = False
+    layer(x).sum().backward()  # the parameter still trains
+    assert tuple(w.grad.shape) == (40, 24) and not w.stop_gradient
+    # what the view cannot do is left to the other path, and nothing is written
+    before = w.numpy().copy()
+    assert not _copy_into_view(w, src.T.astype("float64"), "float32")  # a cast
+    assert not _copy_into_view(w, src.T[::-1], "float32")  # negative strides
+    assert np.array_equal(w.numpy(), before)
+    assert not _copy_into_view(paddle.zeros([2], dtype="bfloat16"), np.zeros(2, "float32"), "bfloat16")
+
+
+@pytest.mark.parametrize("fused", [True, False], ids=["view", "set_value"])
+def test_paddle_assign_both_paths_give_the_same_bits(fused: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    from paddlefix.align.adapters._paddle import PaddleAdapter
+
+    monkeypatch.setattr(PaddleAdapter, "fused_copy", fused)
+    ad = adapter_for(paddle.zeros([1]))
+    rng = np.random.default_rng(1)
+    for dtype, src in [
+        ("float32", rng.standard_normal((33, 65)).astype("float32").T),  # transposed
+        ("float32", rng.standard_normal((7, 5)).astype("float32")),  # contiguous
+        ("float16", rng.standard_normal((9, 4)).astype("float16").T),
+        ("float64", rng.standard_normal((3, 8)).T),
+        ("int64", np.arange(24, dtype="int64").reshape(4, 6).T),
+        ("float32", rng.standard_normal((6, 4))),  # float64 -> float32: cast, always set_value
+    ]:
+        t = paddle.zeros(list(src.shape), dtype=dtype)
+        ad.assign(t, src)
+        assert ad.dtype_name(t) == dtype
+        assert np.array_equal(t.numpy(), src.astype(dtype)), (dtype, src.shape)
+    nan = np.array([[np.nan, -0.0], [np.inf, 1e-45]], dtype="float32").T
+    t = paddle.zeros([2, 2])
+    ad.assign(t, nan)
+    assert t.numpy().tobytes() == np.ascontiguousarray(nan).tobytes()  # bit for bit

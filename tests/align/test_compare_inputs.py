@@ -201,3 +201,19 @@ def test_progress_bar_on_a_terminal(monkeypatch):
     monkeypatch.undo()
     assert _compare._progress(6)[0] is None  # not a terminal (pytest captures stderr)
     assert _compare._progress(2)[0] is None  # one step: no bar
+
+
+def test_result_does_not_change_when_the_models_train_on():
+    # compare reads the last step's parameters in place; what the result keeps of them is a copy
+    pd, pt = _pair()
+    opts = (paddle.optimizer.SGD(0.1, parameters=pd.parameters()), torch.optim.SGD(pt.parameters(), lr=0.1))
+    loss = (lambda o, b: (o["logits"] ** 2).mean(), lambda o, b: (o["logits"] ** 2).mean())
+    result = align.compare(pd, pt, (IDS, SCALE), loss=loss, optimizers=opts)
+    assert result.ok, str(result)
+    pd_side, pt_side, _ = result._arrays["train_align"]
+    kept = {k: v.copy() for k, v in {**pd_side, **{"pt." + k: v for k, v in pt_side.items()}}.items()}
+    pd.fc.weight.set_value(pd.fc.weight.numpy() + 1.0)
+    with torch.no_grad():
+        pt.fc.weight.add_(1.0)
+    assert np.array_equal(pd_side["step_0.fc.weight"], kept["step_0.fc.weight"])
+    assert np.array_equal(pt_side["step_0.fc.weight"], kept["pt.step_0.fc.weight"])

@@ -8,6 +8,7 @@ mask and ours agree, the values are the stock function's (its scaling, its alpha
 
 from __future__ import annotations
 
+import inspect
 import re
 import sys
 
@@ -245,8 +246,11 @@ def test_dropout3d_and_axis_match_torch_channel_dropout():
         # paddle's axis= form: the mask spans the listed axes
         c = PF.dropout(paddle.to_tensor(x[:, :, 0, 0, :]), 0.3, axis=[0, 1]).numpy()
         d = TF.dropout1d(torch.from_numpy(x[:, :, 0, 0, :]), 0.3).numpy()
+        e = PF.dropout(paddle.to_tensor(x), 0.2).numpy()
+        f = torch.dropout(torch.from_numpy(x), 0.2, True).numpy()  # the kernel called directly
     assert max_diff(a, b) == 0
     assert max_diff(c, d) == 0
+    assert max_diff(e, f) == 0 and (e == 0).any()
 
 
 # -- each framework's own semantics ------------------------------------------------------
@@ -281,18 +285,23 @@ def _stock_vs_ours(run, is_kept, seed_fn):
     return abs(ko.mean() - ks.mean())
 
 
-@pytest.mark.parametrize("case", ["paddle-dropout", "paddle-axis", "paddle-alpha", "torch-dropout", "torch-alpha", "torch-feature-alpha"])
+@pytest.mark.parametrize("case", ["paddle-dropout", "paddle-axis", "paddle-alpha", "paddle-feature-alpha", "torch-dropout",
+                                  "torch-dropout2d", "torch-alpha", "torch-feature-alpha"])
 def test_replaced_functions_keep_the_stock_arithmetic(case):
     x = np.random.default_rng(4).standard_normal((8, 16, 3)).astype("float32") + 4  # no zeros
     p = 0.3
     if case.startswith("paddle"):
         fn = {"paddle-dropout": lambda: PF.dropout(paddle.to_tensor(x), p),
               "paddle-axis": lambda: PF.dropout(paddle.to_tensor(x), p, axis=[0, 1]),
-              "paddle-alpha": lambda: PF.alpha_dropout(paddle.to_tensor(x), p)}[case]
+              "paddle-alpha": lambda: PF.alpha_dropout(paddle.to_tensor(x), p),
+              "paddle-feature-alpha": lambda: PF.feature_alpha_dropout(paddle.to_tensor(x), p)}[case]
+        if case == "paddle-feature-alpha" and not hasattr(PF, "feature_alpha_dropout"):
+            pytest.skip("paddle.nn.functional.feature_alpha_dropout exists from Paddle 3.0")
         run = lambda: fn().numpy()  # noqa: E731
         seed_fn = paddle.seed
     else:
         fn = {"torch-dropout": lambda: TF.dropout(torch.from_numpy(x), p),
+              "torch-dropout2d": lambda: TF.dropout2d(torch.from_numpy(x[..., None]), p),
               "torch-alpha": lambda: TF.alpha_dropout(torch.from_numpy(x), p, training=True),
               "torch-feature-alpha": lambda: TF.feature_alpha_dropout(torch.from_numpy(x), p, training=True)}[case]
         run = lambda: fn().numpy()  # noqa: E731
@@ -420,6 +429,9 @@ def test_bad_arguments():
     with pytest.raises(RandomnessError, match="paddle nn.Layer or torch nn.Module"):
         with align.same_randomness(models=[object()]):
             pass
+    with align.same_randomness(models=[paddle.nn.Dropout(0.5), None]) as rnd:  # None: no model on that side
+        pass
+    assert rnd.report.watched == ["paddle:Dropout"]
 
 
 # -- reproducibility and random tensors ----------------------------------------------------
@@ -489,7 +501,10 @@ def test_a_second_context_from_another_thread_is_refused_and_inplace_dropout_sha
         t.start()
         t.join()
         a = paddle.to_tensor(x)
-        a = PF.dropout(a, 0.5)
+        if "inplace" in inspect.signature(PF.dropout).parameters:  # Paddle 3.x
+            PF.dropout(a, 0.5, inplace=True)
+        else:
+            a = PF.dropout(a, 0.5)
         b = torch.from_numpy(x.copy())
         TF.dropout(b, 0.5, inplace=True)
     assert len(errors) == 1 and isinstance(errors[0], RandomnessError)
@@ -519,3 +534,78 @@ def test_static_graph_dropout_warns_that_it_is_not_covered():
     finally:
         paddle.disable_static()
     assert rnd.report.drawn["paddle"] == 0
+
+
+@pytest.mark.parametrize("need_weights", [True, False])
+def test_multihead_attention_weights_dropout_paddle_and_torch(need_weights):
+    """paddle.nn.MultiHeadAttention drops [batch, heads, L, S]; torch's MultiheadAttention
+    [batch * heads, L, S] (need_weights) or, through scaled_dot_product_attention, [batch, heads, L, S]."""
+    e, heads = 8, 2
+    paddle.seed(0)
+    pd = paddle.nn.MultiHeadAttention(e, heads, dropout=0.3)
+    pt = torch.nn.MultiheadAttention(e, heads, dropout=0.3, batch_first=True)
+    w = {n: p.numpy() for n, p in pd.named_parameters()}
+    with torch.no_grad():  # paddle Linear is [in, out]; torch packs q, k, v as [3E, E]
+        pt.in_proj_weight.copy_(torch.from_numpy(np.concatenate([w[f"{n}_proj.weight"].T for n in "qkv"])))
+        pt.in_proj_bias.copy_(torch.from_numpy(np.concatenate([w[f"{n}_proj.bias"] for n in "qkv"])))
+        pt.out_proj.weight.copy_(torch.from_numpy(w["out_proj.weight"].T))
+        pt.out_proj.bias.copy_(torch.from_numpy(w["out_proj.bias"]))
+    pd.train()
+    pt.train()
+    x = np.random.default_rng(6).standard_normal((3, 5, e)).astype("float32")
+    with align.same_randomness(seed=2, models=(pd, pt)) as rnd:
+        out_pd = pd(paddle.to_tensor(x))
+        out_pt, _ = pt(*(torch.from_numpy(x),) * 3, need_weights=need_weights)
+    assert rnd.report.drawn == {"paddle": 1, "torch": 1}
+    assert max_diff(out_pd.numpy(), out_pt.detach().numpy()) < 1e-5
+
+
+def test_shapes_match_only_when_equal_or_leading_dims_merged():
+    from paddlefix.align._randomness import same_layout
+
+    assert same_layout((6, 5, 4), (3, 2, 5, 4)) and same_layout((3, 2, 5, 4), (6, 5, 4))
+    assert not same_layout((2, 3, 5, 4), (3, 2, 5, 4))  # same size, other layout
+    assert not same_layout((5, 4), (4, 5)) and not same_layout((20,), (5, 5))
+    with pytest.raises(RandomnessError, match=r"shape \[4, 5\] vs \[5, 4\]"):
+        with align.same_randomness(seed=0):
+            PF.dropout(paddle.ones([4, 5]), 0.5)
+            TF.dropout(torch.ones(5, 4), 0.5)
+
+
+def test_the_public_names_import_no_framework():
+    from tests.conftest import run_python
+
+    out = run_python(
+        "import sys, paddlefix.align as a; a.same_randomness; a.RandomnessError; "
+        "print(sorted(m for m in ('numpy', 'paddle', 'torch') if m in sys.modules))"
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+@pytest.mark.parametrize("variant", ["plain", "causal", "bool-mask", "float-mask", "gqa", "scale"])
+def test_sdpa_math_path_equals_the_stock_function(variant):
+    """With a tiny dropout_p (no element dropped) the math path gives the stock result."""
+    g = torch.Generator().manual_seed(0)
+    q = torch.randn(2, 4, 5, 8, generator=g)
+    k = torch.randn(2, 4 if variant != "gqa" else 2, 6, 8, generator=g)
+    v = torch.randn(2, k.shape[1], 6, 8, generator=g)
+    kwargs = {
+        "plain": {}, "causal": {"is_causal": True}, "gqa": {"enable_gqa": True}, "scale": {"scale": 0.3},
+        "bool-mask": {"attn_mask": torch.rand(5, 6, generator=g) > 0.3},
+        "float-mask": {"attn_mask": torch.randn(2, 1, 5, 6, generator=g)},
+    }[variant]
+    stock = TF.scaled_dot_product_attention(q, k, v, **kwargs)
+    with align.same_randomness(seed=0) as rnd:
+        ours = TF.scaled_dot_product_attention(q, k, v, dropout_p=1e-9, **kwargs)
+    assert rnd.report.drawn["torch"] == 1
+    torch.testing.assert_close(ours, stock, rtol=1e-5, atol=1e-6)
+
+
+def test_p_given_as_a_float32_tensor_matches_the_python_float():
+    x = np.ones((4, 6), dtype="float32")
+    with align.same_randomness(seed=0) as rnd:
+        a = PF.dropout(paddle.to_tensor(x), paddle.to_tensor([0.1], dtype="float32")).numpy()  # 0.10000000149...
+        b = TF.dropout(torch.from_numpy(x), 0.1).numpy()
+    assert rnd.report.drawn == {"paddle": 1, "torch": 1}
+    np.testing.assert_allclose(a, b, rtol=1e-6)

@@ -650,3 +650,20 @@ def test_matrices_of_layers_without_a_rule_are_copied_with_a_warning() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         align.transfer(make_square_pair()[0], make_square_pair()[1])  # known layers: no warning
+
+
+@pytest.mark.parametrize("fused", [True, False], ids=["views", "copies"])
+def test_round_trip_bit_exact_through_views_and_through_copies(fused: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    from paddlefix.align._transfer import _as_numpy
+    from paddlefix.align.adapters._paddle import PaddleAdapter
+
+    monkeypatch.setattr(PaddleAdapter, "fused_copy", fused)
+    hf, pd, back = make_hf("BertModel", seed=21), make_pd("BertModel", seed=22), make_hf("BertModel", seed=23)
+    assert align.transfer(hf, pd).ok
+    report = align.transfer(pd, back)
+    assert report.ok, str(report)
+    _assert_same_state(_state(hf), _state(back))
+    w = pd.state_dict()[report.copied[-1].src]
+    arr = _as_numpy(w, share=True)  # a Paddle source read in place only on the view path
+    assert np.array_equal(arr, w.numpy())
+    assert np.shares_memory(arr, _as_numpy(w, share=True)) == fused

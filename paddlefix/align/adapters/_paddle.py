@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import warnings
 from typing import Any, Callable
 
 import numpy as np
@@ -39,10 +40,61 @@ def _contiguous(arr: np.ndarray) -> np.ndarray:
     return out
 
 
+def torch_view(tensor: Any) -> Any:
+    """A torch tensor sharing ``tensor``'s memory (DLPack), or None where that is not possible.
+
+    Only for a dense, contiguous, initialised CPU tensor of a dtype both frameworks share, and only
+    when torch is already imported (it is never imported here). Writes through the view change the
+    Paddle tensor in place, like ``set_value`` does: same allocation, no autograd record.
+    """
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return None
+    try:
+        if not tensor.place.is_cpu_place() or not tensor._is_initialized():
+            return None
+        if hasattr(tensor, "is_contiguous") and not tensor.is_contiguous():
+            return None
+        view = torch.utils.dlpack.from_dlpack(paddle.utils.dlpack.to_dlpack(tensor))
+    except (AttributeError, TypeError, RuntimeError, ValueError, BufferError):
+        return None
+    if view.device.type != "cpu" or not view.is_contiguous() or tuple(view.shape) != tuple(int(d) for d in tensor.shape):
+        return None
+    return view
+
+
+def _copy_into_view(tensor: Any, arr: np.ndarray, dtype: str) -> bool:
+    """Copy ``arr`` into ``tensor`` through a torch view of its memory, in one pass; False if not possible.
+
+    A transposed ``arr`` (a weight in the other layout) is written by torch's blocked transposing
+    copy straight into the destination, with no contiguous temporary. Values are copied, never
+    computed (same dtype only): bit-exact.
+    """
+    if dtype == "bfloat16" or arr.dtype != np.dtype(dtype) or arr.dtype.kind not in "biuf" or arr.size == 0:
+        return False
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return False
+    try:
+        with warnings.catch_warnings():  # a read-only array (a loaded checkpoint) is only read here
+            warnings.simplefilter("ignore", UserWarning)
+            src = torch.from_numpy(arr)
+    except (TypeError, ValueError, RuntimeError):  # negative or odd strides, unsupported dtype
+        return False
+    view = torch_view(tensor)
+    if view is None or view.dtype != src.dtype:
+        return False
+    with torch.no_grad():
+        view.copy_(src)
+    return True
+
+
 class PaddleAdapter:
     """Adapter for ``paddle.nn.Layer`` models and ``paddle.Tensor`` values."""
 
     framework = "paddle"
+    fused_copy = True
+    """Write CPU tensors through a torch view of their memory when torch is imported (one pass)."""
 
     def is_model(self, obj: Any) -> bool:
         return isinstance(obj, paddle.nn.Layer)
@@ -86,6 +138,8 @@ class PaddleAdapter:
         if tuple(arr.shape) != shape:
             raise ValueError(f"shape {tuple(arr.shape)} cannot be assigned to a tensor of shape {shape}")
         dtype = self.dtype_name(tensor)
+        if self.fused_copy and _copy_into_view(tensor, arr, dtype):
+            return
         if dtype != "bfloat16" and arr.dtype != np.dtype(dtype):
             arr = arr.astype(dtype)
         if not arr.flags.c_contiguous:
