@@ -55,10 +55,10 @@ steps' forward / loss / backward differences are marked ``follows``, not new div
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 from ._errors import AlignError
-from ._metrics import Metrics, check_tolerance, missing_metrics, reduce_broadcast, tensor_metrics, work_dtype
+from ._metrics import Metrics, _at, check_tolerance, missing_metrics, reduce_broadcast, tensor_metrics, work_dtype
 from ._report import AlignResult, Divergence, Finding, Row
 
 if TYPE_CHECKING:
@@ -128,12 +128,14 @@ class _PairView:
         return self.pairs.index(pair)
 
 
-def to_paddle_layout(param_pair: Any, array: "np.ndarray", rule: Any = None) -> "np.ndarray | None":
+def to_paddle_layout(param_pair: Any, array: "np.ndarray", rule: Any = None, *,
+                     contiguous: bool = False) -> "np.ndarray | None":
     """The torch ``array`` of ``param_pair`` in the Paddle layout, or None if the transform is unknown.
 
     ``copy`` / ``rename``: as is; ``transpose``: axes reversed (a Linear weight); any other
     transform: the pair's own ``to_paddle`` callable if it has one, else the ``to_paddle`` of the
-    rules-table ``rule``'s ParamRule for this Paddle local name.
+    rules-table ``rule``'s ParamRule for this Paddle local name. A transpose is a view, unless
+    ``contiguous=True`` asks for a copy.
     """
     import numpy as np
 
@@ -141,7 +143,8 @@ def to_paddle_layout(param_pair: Any, array: "np.ndarray", rule: Any = None) -> 
     if how in _IDENTITY:
         return array
     if how == "transpose":
-        return np.transpose(array)  # a view: no copy of every Linear weight and gradient
+        # a view by default: no copy of every Linear weight and gradient
+        return np.ascontiguousarray(np.transpose(array)) if contiguous else np.transpose(array)
     fn = getattr(param_pair, "to_paddle", None)
     if callable(fn):
         return np.asarray(fn(array))
@@ -225,8 +228,12 @@ class _Differ:
         self.notes: list[str] = []
         self.pd_mods = {m.path: m for m in pd.modules}
         self.pt_mods = {m.path: m for m in pt.modules}
-        self.rel_hist: dict[str, "np.ndarray"] = {}
         self.grad_acc: dict[str, tuple] = {}
+        """paddle name -> (largest relative gradient difference so far, sum of |g_pd - g_pt|, sum of g_pt),
+        flat float32; kept only while a later step needs it."""
+        self.step_cache: dict[tuple[int, str], tuple] = {}
+        """(step, paddle name) -> (metrics after the step, update verdict or None), computed with the gradients."""
+        self.keep_history = any(st.params_after for st in pd.steps[1:])
         self.params_differ_from: int | None = None  # first step after which parameters differ
         self.param_pairs = [pp for pp in view.params]
         self.opt_pd, self.opt_pt = normalise_optimizer(pd.optimizer), normalise_optimizer(pt.optimizer)
@@ -234,8 +241,9 @@ class _Differ:
             info["decayed_set"] = frozenset(info.get("decayed") or ())
 
     def layout(self, pp: Any, array: Any) -> Any:
+        """The torch ``array`` in the Paddle layout: a view (no copy) for ``copy`` / ``transpose``."""
         rule = _rule_of(self.view.pairs[pp.pair]) if _valid_pair(pp, self.view) else None
-        return to_paddle_layout(pp, array, rule)
+        return to_paddle_layout(pp, array, rule, contiguous=False)
 
     def metrics(self, a: Any, e: Any) -> Metrics:
         return tensor_metrics(a, e, tolerance=self.tol)
@@ -536,9 +544,7 @@ class _Differ:
                     row.status, row.note = "skipped", f"transform {pp.how!r}: no to_paddle known to compare"
                     self.rows.append(row)
                     continue
-                m = self.metrics(a, bt)
-                if a.shape == bt.shape:
-                    self._track_grads(pp.paddle_name, a, bt)
+                m = cast(Metrics, self._param_pass(s, pp, a, bt))  # both gradients given: their metrics
             row.metrics, row.tensors = m, [(pp.paddle_name, m)]
             row.status = "ok" if m.ok else ("follows" if follows else "fail")
             self.rows.append(row)
@@ -565,7 +571,6 @@ class _Differ:
         ps, ts = self.pd.steps[s], self.pt.steps[s]
         if not ps.params_after or not ts.params_after:
             return
-        pd_before = self.pd.params_before if s == 0 else self.pd.steps[s - 1].params_after
         pt_before = self.pt.params_before if s == 0 else self.pt.steps[s - 1].params_after
         first: Row | None = None
         differ = False
@@ -581,26 +586,30 @@ class _Differ:
                 row.status, row.note = "skipped", f"transform {pp.how!r}: no to_paddle known to compare"
                 self.rows.append(row)
                 continue
-            m = self.metrics(a, b)
-            row.metrics, row.tensors = m, [(pp.paddle_name, m)]
-            a0, b0 = pd_before.get(pp.paddle_name), pt_before.get(pp.torch_name)
+            b0 = pt_before.get(pp.torch_name)
             buffer = ps.param_grads.get(pp.paddle_name) is None and ts.param_grads.get(pp.torch_name) is None
             if buffer:
                 # a buffer (BatchNorm running statistics): updated by the forward, not by the optimizer
                 # from a gradient, so there is no gradient noise to magnify: judged by tolerance alone
+                m = self.metrics(a, b)
                 explained = m.ok
                 if not m.ok:
                     m.extra.update(update_diff_max=m.max_abs, allowed_at_worst=0.0, buffer=True,
                                    update_max=float(np.abs(np.asarray(b, np.float64) -
                                                            np.asarray(self.layout(pp, b0) if b0 is not None else b,
                                                                       np.float64)).max()))
-            elif a0 is not None and b0 is not None and m.problem is None:
-                b0 = self.layout(pp, b0)
-                verdict = self._update_check(pp, a0, a, b0, b, s)
-                m.extra.update(verdict)
-                explained = verdict["unexplained"] == 0
             else:
-                explained = m.ok
+                cached = self.step_cache.pop((s, pp.paddle_name), None)
+                if cached is None:
+                    self._param_pass(s, pp, None, None)
+                    cached = self.step_cache.pop((s, pp.paddle_name))
+                m, verdict = cached
+                if verdict is not None:
+                    m.extra.update(verdict)
+                    explained = verdict["unexplained"] == 0
+                else:
+                    explained = m.ok
+            row.metrics, row.tensors = m, [(pp.paddle_name, m)]
             if m.ok and explained:
                 row.status = "ok"
             elif explained:
@@ -665,101 +674,120 @@ class _Differ:
             rel += power * b**t * pow_rel / (1.0 - b**t)
         return 2.0 * rel
 
-    def _track_grads(self, name: str, a: Any, b: Any) -> None:
-        """Update the per-element history of relative gradient differences of parameter ``name``:
-        the largest of each step's ``|g_pd - g_pt| / |g_pt|`` and of ``sum |g_pd - g_pt| / |sum g_pt|``
-        (momentum-style optimizers add the gradients up; where the sum cancels it is sensitive).
-        Kept flat in float32, computed in chunks (no float64 copy of a whole embedding matrix)."""
+    def _param_pass(self, s: int, pp: Any, ga: Any, gb: Any) -> Metrics | None:
         import numpy as np
 
-        fa, fb = np.asarray(a).reshape(-1), np.asarray(b).reshape(-1)
-        w = work_dtype(fa, fb)
-        hist = self.grad_acc.get(name)
-        if hist is None or hist[0].size != fa.size:
-            # the ratio in float16 (it is used clipped at 1), the sums in float32
-            hist = (np.zeros(fa.size, np.float16), np.zeros(fa.size, np.float32), np.zeros(fa.size, np.float32))
-            self.grad_acc[name] = hist
-        rmax, sdiff, sg = hist
-        for lo in range(0, fa.size, _CHUNK):
-            hi = lo + _CHUNK
-            x, y = fa[lo:hi].astype(w, copy=False), fb[lo:hi].astype(w, copy=False)
-            d = np.abs(x - y)
-            sd = sdiff[lo:hi] + d
-            sy = sg[lo:hi] + y
-            sdiff[lo:hi], sg[lo:hi] = sd, sy
-            with np.errstate(divide="ignore", invalid="ignore"):
-                r = np.where(d == 0, 0.0, d / np.abs(y))
-                summed = np.where(sd == 0, 0.0, sd / np.abs(sy))
-            r = np.nan_to_num(np.maximum(r, summed), nan=1.0, posinf=1.0)
-            rmax[lo:hi] = np.maximum(rmax[lo:hi], np.minimum(r, 6e4))
-        self.rel_hist[name] = rmax
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):  # once per parameter, not per block
+            return self._param_pass_quiet(s, pp, ga, gb)
 
-    def _update_check(self, pp: Any, a0: Any, a1: Any, b0: Any, b1: Any, s: int = 0) -> dict[str, Any]:
-        """How far the two updates of one parameter differ beyond what rounding explains (chunked)."""
+    def _param_pass_quiet(self, s: int, pp: Any, ga: Any, gb: Any) -> Metrics | None:
+        """One pass over one parameter at step ``s``: the metrics of its gradients ``ga`` / ``gb`` (torch's
+        in the Paddle layout, possibly a view; None without gradients, then None is returned) and, with an
+        optimizer step, the metrics of its values after the step and the noise-aware update verdict,
+        left in :attr:`step_cache` for :meth:`step`.
+
+        Every array is read in blocks, once (twice for the update check of a tensor above
+        ``_STORE_LIMIT`` elements), in float32 for float32 tensors; no whole-tensor temporary.
+
+        The update ``after - before`` differs by ``du`` between the sides; it is explained when, elementwise,
+        ``du <= 4 U min(1, r) + 0.1 |d_before| + rounding`` (see the module docs)."""
         import numpy as np
 
+        from ._metrics import _Acc, finish_metrics, iter_blocks, prepare_metrics
+
+        ps, ts = self.pd.steps[s], self.pt.steps[s]
         name = pp.paddle_name
-        arrays = [np.asarray(x) for x in (a0, a1, b0, b1)]
-        dt = arrays[1].dtype if arrays[1].dtype.kind == "f" else np.dtype(np.float64)
-        flat = [x.reshape(-1) for x in arrays]
-        w = work_dtype(*arrays)  # float32 for float32 parameters: a small update's difference is exact
-        n = flat[1].size
-        rel = self.rel_hist.get(name)
-        if rel is not None and rel.size != n:
-            rel = None
-        dec_pd, dec_pt = self._decoupled_decay("paddle", name), self._decoupled_decay("torch", pp.torch_name)
-        bias_rel = 8 * float(np.finfo(dt).eps) + self._bias_correction_rel(s)
-
-        def parts(lo: int) -> tuple:
-            f = [x[lo:lo + _CHUNK].astype(w, copy=False) for x in flat]
-            u_pd, u_pt = f[1] - f[0], f[3] - f[2]
-            # the gradient-driven part of each update (decoupled weight decay removed): decay may cancel
-            # it in the net update, and it is what gradient differences move
-            g_pd, g_pt = u_pd + dec_pd * f[0], u_pt + dec_pt * f[2]
-            u_max = np.maximum(np.maximum(np.abs(u_pd), np.abs(u_pt)), np.maximum(np.abs(g_pd), np.abs(g_pt)))
-            return f, u_pd, u_pt, u_max
-
-        # pass 1: the tensor's update size (the sensitivity of an element's update to gradient differences
-        # scales with it: where Adam's first moment cancels, the update is tiny but its error is not),
-        # and the sums for the weight-decay fit
-        u_scale = update_max = 0.0
-        s_dp = s_pp = s_dd = 0.0
-        for lo in range(0, n, _CHUNK):
-            f, u_pd, u_pt, u_max = parts(lo)
-            u_scale = max(u_scale, float(u_max.max()))
-            update_max = max(update_max, float(np.abs(u_pt).max()))
-            dd = u_pd - u_pt
-            s_dp += float(np.dot(dd.astype(np.float64), f[2].astype(np.float64)))
-            s_pp += float(np.dot(f[2].astype(np.float64), f[2].astype(np.float64)))
-            s_dd += float(np.dot(dd.astype(np.float64), dd.astype(np.float64)))
-        # pass 2: elementwise judgement
-        unexplained, du_max, worst, allowed_at_worst = 0, 0.0, -math.inf, 0.0
-        for lo in range(0, n, _CHUNK):
-            f, u_pd, u_pt, u_max = parts(lo)
-            du = np.abs(u_pd - u_pt)
-            d_before = np.abs(f[0] - f[2])
-            r = np.minimum(1.0, rel[lo:lo + _CHUNK]).astype(w) if rel is not None else 1.0
-            big = np.maximum(np.maximum(np.abs(f[1]), np.abs(f[3])), np.abs(f[2])).astype(dt)
-            rounding = 4 * np.spacing(big).astype(w) + bias_rel * u_max
-            allowed = _K * u_scale * r + 0.1 * d_before + rounding
-            unexplained += int(np.count_nonzero(du > allowed))
-            du_max = max(du_max, float(du.max()))
-            k = int(np.argmax(du - allowed))
-            if float(du[k] - allowed[k]) > worst:
-                worst, allowed_at_worst = float(du[k] - allowed[k]), float(allowed[k])
-        decay_fit = None
-        if s_pp > 0 and s_dd > 0:
-            c = s_dp / s_pp
-            if max(s_dd - s_dp * s_dp / s_pp, 0.0) <= (0.05 ** 2) * s_dd:
-                decay_fit = c
-        return {
-            "unexplained": unexplained,
-            "update_max": update_max,
-            "update_diff_max": du_max,
-            "allowed_at_worst": allowed_at_worst,
-            "grad_rel_max": float(rel.max()) if rel is not None and rel.size else 0.0,  # capped at 6e4
-            "decay_fit": decay_fit,
-        }
+        g: Any = prepare_metrics(ga, gb, tolerance=self.tol) if ga is not None and gb is not None else None
+        st: Any = None
+        upd: Any = None
+        if ps.params_after.get(name) is not None and ts.params_after.get(pp.torch_name) is not None:
+            b1 = self.layout(pp, ts.params_after[pp.torch_name])
+            if b1 is not None:
+                st = prepare_metrics(ps.params_after[name], b1, tolerance=self.tol)
+        if st is not None and not st[5] and st[0].problem is None:
+            pd_before = self.pd.params_before if s == 0 else self.pd.steps[s - 1].params_after
+            pt_before = self.pt.params_before if s == 0 else self.pt.steps[s - 1].params_after
+            a0, b0 = pd_before.get(name), pt_before.get(pp.torch_name)
+            b0 = self.layout(pp, b0) if b0 is not None else None
+            shape = st[2].shape
+            if a0 is not None and b0 is not None and np.size(a0) == st[2].size and np.size(b0) == st[2].size:
+                upd = (np.asarray(a0).reshape(shape), st[1], np.asarray(b0).reshape(shape), st[2])
+        # gradients that line up with the parameter feed the relative-difference history, in the same pass
+        g_live, p_live = g is not None and not g[5], st is not None and not st[5]
+        g_fused = g_live and (not p_live or g[2].shape == st[2].shape)
+        later = self.keep_history and s < len(self.pd.steps) - 1
+        g_for_r = g_fused and (upd is not None or later)
+        store = g_for_r and later
+        n = upd[3].size if upd is not None else (g[2].size if g_for_r else 0)
+        hist = self.grad_acc.get(name)
+        if hist is not None and hist[0].size != n:
+            hist = None
+        if store and hist is None:
+            hist = (np.zeros(n, np.float32), np.zeros(n, np.float32), np.zeros(n, np.float32))
+            self.grad_acc[name] = hist
+        g_acc: Any = _Acc(g[3]) if g_live else None
+        p_acc: Any = _Acc(st[3]) if p_live else None
+        if g_live and not g_fused:  # gradients of another shape than the parameter: on their own
+            for _pos, at, (x, y) in iter_blocks((g[1], g[2]), work_dtype(g[1], g[2])):
+                g_acc.add(x, y, at)
+            g_live = False
+        u = _UpdateCheck(self, s, pp, upd, hist, store) if upd is not None else None
+        arrays: list[Any] = []
+        if g_live:
+            arrays += [g[1], g[2]]
+            gw = work_dtype(g[1], g[2])
+        if p_acc is not None:
+            arrays += [st[1], st[2]]
+            pw = work_dtype(st[1], st[2])
+        if u is not None:
+            arrays += [upd[0], upd[2]]
+        rel_in_pass1 = g_for_r and (u is None or not u.large)
+        for lo, at, blocks in (iter_blocks(arrays, None) if arrays else ()):
+            i = 0
+            r = None
+            if g_live:
+                x, y = blocks[0].astype(gw, copy=False), blocks[1].astype(gw, copy=False)
+                d, finite = g_acc.add(x, y, at)
+                if rel_in_pass1:
+                    r = u_rel(self, hist, store, lo, d, y, finite)
+                    if u is not None:
+                        u.note_rel(r)
+                i = 2
+            elif u is not None and hist is not None:
+                r = hist[0][lo:lo + blocks[0].size]
+                u.note_rel(r)
+            if p_acc is not None:
+                a1b, b1b = blocks[i].astype(pw, copy=False), blocks[i + 1].astype(pw, copy=False)
+                p_acc.add(a1b, b1b, at)
+                i += 2
+                if u is not None:
+                    u.pass1(at, blocks[i], a1b, blocks[i + 1], b1b, r)
+        if u is not None and u.large:
+            g_live = g_live and g_for_r
+            arrays = ([g[1], g[2]] if g_live else []) + [upd[0], upd[1], upd[2], upd[3]]
+            for lo, at, blocks in iter_blocks(arrays, None):
+                r = None
+                if g_live:
+                    x, y = blocks[0].astype(gw, copy=False), blocks[1].astype(gw, copy=False)
+                    d = np.abs(x - y)
+                    finite = bool(np.isfinite(d).all() and np.isfinite(y).all())
+                    if not finite:
+                        d = _special_diff(x, y)
+                    r = u_rel(self, hist, store, lo, d, y, finite)
+                    u.note_rel(r)
+                    blocks = blocks[2:]
+                elif hist is not None:
+                    r = hist[0][lo:lo + blocks[0].size]
+                    u.note_rel(r)
+                u.pass2(at, blocks[0], blocks[1], blocks[2], blocks[3], r)
+        if p_acc is not None:
+            m_after = finish_metrics(st[0], p_acc, st[1], st[2], st[4])
+            self.step_cache[(s, name)] = (m_after, u.verdict() if u is not None else None)
+        elif st is not None:
+            self.step_cache[(s, name)] = (st[0], None)
+        if g is None:
+            return None
+        return g[0] if g[5] else finish_metrics(g[0], g_acc, g[1], g[2], g[4])
 
     # ------------------------------------------------------------------ reprod_log arrays
     def reprod_arrays(self) -> dict[str, Any]:
@@ -801,6 +829,187 @@ class _Differ:
     def _triple(self, pd: dict, pt: dict) -> tuple[dict, dict, Any]:
         """The two sides' arrays (references, no copies) and how to judge them when the files are written."""
         return pd, pt, self.tol
+
+
+# --------------------------------------------------------------------------- the update check
+_STORE_LIMIT = 1 << 22  # elements: up to this size the update check keeps its per-element terms (16 B each)
+
+
+def _special_diff(x: Any, y: Any) -> Any:
+    """``|x - y|`` where NaN / infinities appear: 0 where both are NaN or the same infinity, inf where
+    only one side is not finite (as the metrics count them)."""
+    import numpy as np
+
+    finite = np.isfinite(x) & np.isfinite(y)
+    with np.errstate(invalid="ignore", over="ignore"):
+        d = np.where(finite, np.abs(x - y), np.inf)
+    d[(np.isnan(x) & np.isnan(y)) | (np.isinf(x) & np.isinf(y) & (x == y))] = 0.0
+    return d
+
+
+def u_rel(differ: "_Differ", hist: Any, store: bool, lo: int, d: Any, y: Any, finite: bool) -> Any:
+    """The largest relative gradient difference so far, for one block (float32): of this step's
+    gradient, ``|g_pd - g_pt| / |g_pt|`` (``d`` = ``|g_pd - g_pt|``, ``y`` = ``g_pt``), of the sums over
+    the steps, ``sum |g_pd - g_pt| / |sum g_pt|``, and of the earlier steps; 0 where the difference is 0,
+    1 where the reference is 0 and the difference not (NaN / inf), capped at 6e4. Updates ``hist``
+    (``store``)."""
+    import numpy as np
+
+    hi = lo + d.size
+    if hist is not None:
+        sd = hist[1][lo:hi] + d
+        sy = hist[2][lo:hi] + y
+        if store:
+            hist[1][lo:hi], hist[2][lo:hi] = sd, sy
+    else:
+        sd, sy = d, y
+    # (the caller silences floating-point warnings once for the whole parameter)
+    if finite:
+        r = np.abs(y)
+        np.divide(d, r, out=r)
+        np.fmax(r, 0.0, out=r)  # 0 / 0 (no difference, both zero) is 0
+        if sd is not d:
+            t = np.abs(sy)
+            np.divide(sd, t, out=t)
+            np.fmax(t, 0.0, out=t)
+            np.maximum(r, t, out=r)
+        top = float(r.max())
+        if not math.isfinite(top):
+            r = np.nan_to_num(r, nan=1.0, posinf=1.0)
+    else:
+        r = np.where(d == 0, 0.0, d / np.abs(y))
+        summed = np.where(sd == 0, 0.0, sd / np.abs(sy))
+        r = np.nan_to_num(np.maximum(r, summed), nan=1.0, posinf=1.0)
+    r = np.minimum(r, 6e4, out=r) if r.dtype == np.float32 else np.minimum(r, 6e4).astype(np.float32)
+    if hist is not None:
+        np.maximum(r, hist[0][lo:hi], out=r)
+        if store:
+            hist[0][lo:hi] = r
+    return r
+
+
+class _UpdateCheck:
+    """The noise-aware judgement of one parameter's update, fed block by block (see ``_Differ._param_pass``)."""
+
+    def __init__(self, d: "_Differ", s: int, pp: Any, upd: tuple, hist: Any, store: bool) -> None:
+        import numpy as np
+
+        self.n = upd[3].size
+        self.large = self.n > _STORE_LIMIT
+        self.dt = upd[1].dtype if upd[1].dtype.kind == "f" else np.dtype(np.float64)
+        self.w = work_dtype(*upd)  # float32 for float32 parameters: a small update's difference is exact
+        self.dec_pd = d._decoupled_decay("paddle", pp.paddle_name)
+        self.dec_pt = d._decoupled_decay("torch", pp.torch_name)
+        self.bias_rel = 8 * float(np.finfo(self.dt).eps) + d._bias_correction_rel(s)
+        self.u_scale = self.update_max = 0.0
+        self.s_dp = self.s_pp = self.s_dd = 0.0
+        self.kept: list[tuple] = []
+        self.grad_rel_max: float | None = None
+        self.unexplained, self.du_max, self.worst, self.allowed_at_worst = 0, 0.0, -math.inf, 0.0
+        self.worst_at = 0
+
+    def note_rel(self, r: Any) -> None:
+        top = float(r.max()) if r.size else 0.0
+        self.grad_rel_max = top if self.grad_rel_max is None else max(self.grad_rel_max, top)
+
+    def _parts(self, a0: Any, a1: Any, b0: Any, b1: Any) -> tuple:
+        import numpy as np
+
+        w = self.w
+        a0, a1, b0, b1 = (x.astype(w, copy=False) for x in (a0, a1, b0, b1))
+        u_pd, u_pt = a1 - a0, b1 - b0
+        # the gradient-driven part of each update (decoupled weight decay removed): decay may cancel
+        # it in the net update, and it is what gradient differences move
+        au_pt = np.abs(u_pt)
+        u_max = np.abs(u_pd)
+        np.maximum(u_max, au_pt, out=u_max)
+        for dec, u, p in ((self.dec_pd, u_pd, a0), (self.dec_pt, u_pt, b0)):
+            if dec:
+                gpart = u + dec * p
+                np.maximum(u_max, np.abs(gpart, out=gpart), out=u_max)
+        dd = np.subtract(u_pd, u_pt, out=u_pd)
+        return a0, a1, b0, b1, u_max, au_pt, dd
+
+    def _terms(self, a0: Any, a1: Any, b0: Any, b1: Any, u_max: Any, dd: Any) -> tuple:
+        import numpy as np
+
+        du = np.abs(dd)
+        t01 = np.abs(a0 - b0)
+        t01 *= 0.1
+        big = np.abs(a1)
+        np.maximum(big, np.abs(b1), out=big)
+        np.maximum(big, np.abs(b0), out=big)
+        rounding = _spacing(big.astype(self.dt, copy=False)).astype(self.w, copy=False)
+        rounding *= 4
+        rounding += self.bias_rel * u_max
+        return du, t01, rounding
+
+    def pass1(self, at: Any, a0: Any, a1: Any, b0: Any, b1: Any, r: Any) -> None:
+        import numpy as np
+
+        a0, a1, b0, b1, u_max, au_pt, dd = self._parts(a0, a1, b0, b1)
+        self.u_scale = max(self.u_scale, float(u_max.max()))
+        self.update_max = max(self.update_max, float(au_pt.max()))
+        self.s_dp += float(np.dot(dd, b0))
+        self.s_pp += float(np.dot(b0, b0))
+        self.s_dd += float(np.dot(dd, dd))
+        if not self.large:
+            self.kept.append((at, r) + self._terms(a0, a1, b0, b1, u_max, dd))
+
+    def pass2(self, at: Any, a0: Any, a1: Any, b0: Any, b1: Any, r: Any) -> None:
+        a0, a1, b0, b1, u_max, _au, dd = self._parts(a0, a1, b0, b1)
+        self._judge(at, r, *self._terms(a0, a1, b0, b1, u_max, dd))
+
+    def _judge(self, at: Any, r: Any, du: Any, t01: Any, rounding: Any) -> None:
+        import numpy as np
+
+        ku = _K * self.u_scale
+        if r is None:
+            allowed = t01 + ku
+        else:
+            allowed = np.minimum(r, 1.0).astype(self.w, copy=False)
+            allowed *= ku
+            allowed += t01
+        allowed += rounding
+        self.unexplained += int(np.count_nonzero(du > allowed))
+        self.du_max = max(self.du_max, float(du.max()))
+        excess = np.subtract(du, allowed, out=t01)
+        k = int(np.argmax(excess))
+        v = float(excess[k])
+        if v > self.worst or (v == self.worst and _at(at, k) < self.worst_at):  # ties: first in C order
+            self.worst, self.worst_at, self.allowed_at_worst = v, _at(at, k), float(allowed[k])
+
+    def verdict(self) -> dict[str, Any]:
+        for at, r, du, t01, rounding in self.kept:
+            self._judge(at, r, du, t01, rounding)
+        self.kept = []
+        decay_fit = None
+        if self.s_pp > 0 and self.s_dd > 0:
+            c = self.s_dp / self.s_pp
+            if max(self.s_dd - self.s_dp * self.s_dp / self.s_pp, 0.0) <= (0.05 ** 2) * self.s_dd:
+                decay_fit = c
+        return {
+            "unexplained": self.unexplained,
+            "update_max": self.update_max,
+            "update_diff_max": self.du_max,
+            "allowed_at_worst": self.allowed_at_worst,
+            "grad_rel_max": self.grad_rel_max or 0.0,  # capped at 6e4
+            "decay_fit": decay_fit,
+        }
+
+
+def _spacing(x: Any) -> Any:
+    """``numpy.spacing`` of non-negative ``x``; for float32 from the exponent bits (several times faster)."""
+    import numpy as np
+
+    if x.dtype != np.float32:
+        return np.spacing(x)
+    bits = x.view(np.int32) & np.int32(0x7F800000)
+    sp = bits.view(np.float32)
+    sp *= np.float32(2.0 ** -23)
+    np.maximum(sp, np.float32(2.0 ** -149), out=sp)  # zero and subnormals: the smallest subnormal
+    return sp
+
 
 
 # --------------------------------------------------------------------------- helpers

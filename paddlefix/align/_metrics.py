@@ -251,6 +251,26 @@ def tensor_metrics(actual: Any, expected: Any, rtol: float | None = None, atol: 
     """
     import numpy as np
 
+    m, a, e, tol, notes, done = prepare_metrics(actual, expected, tolerance=tolerance, rtol=rtol, atol=atol)
+    if done:
+        return m
+    acc = _Acc(tol)
+    # In blocks: a float64 copy of a whole embedding matrix per temporary would cost gigabytes, and a
+    # transposed view (a Linear weight in the other layout) is copied one block at a time.
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):  # once, not per block
+        for _pos, at, (ca, ce) in iter_blocks((a, e), work_dtype(a, e)):
+            acc.add(ca, ce, at)
+    return finish_metrics(m, acc, a, e, notes)
+
+
+def prepare_metrics(actual: Any, expected: Any, *, tolerance: Any = None, rtol: float | None = None,
+                    atol: float | None = None) -> tuple[Metrics, Any, Any, Tolerance, list[str], bool]:
+    """The first half of :func:`tensor_metrics`: ``(metrics, a, e, tolerance, notes, done)``, where ``a`` /
+    ``e`` are the arrays (or views) to compare elementwise, same shape, and ``done`` says the metrics are
+    final already (shape mismatch, empty tensor). Feed blocks of ``a`` / ``e`` to an :class:`_Acc`, then
+    call :func:`finish_metrics`."""
+    import numpy as np
+
     a = _as_numeric(actual)
     e = _as_numeric(expected)
     da, de = dtype_name(actual), dtype_name(expected)
@@ -265,7 +285,7 @@ def tensor_metrics(actual: Any, expected: Any, rtol: float | None = None, atol: 
         shape=list(a.shape), expected_shape=list(e.shape), dtype=da, expected_dtype=de,
         numel=int(e.size), rtol=tol.rtol, atol=tol.atol, mean_atol=tol.mean_atol,
     )
-    notes = []
+    notes: list[str] = []
     if a.shape != e.shape:
         squeezed = tuple(d for d in a.shape if d != 1) == tuple(d for d in e.shape if d != 1)
         if squeezed and a.size == e.size:
@@ -280,32 +300,34 @@ def tensor_metrics(actual: Any, expected: Any, rtol: float | None = None, atol: 
             m.ok = False
             m.problem = f"shape mismatch: {list(a.shape)} vs {list(e.shape)} (reference)"
             m.numel = int(max(a.size, e.size))
-            return m
+            return m, a, e, tol, notes, True
     if da != de:
         m.ok = False
         m.problem = f"dtype mismatch: {da} vs {de} (reference)"
     if e.size == 0:
         m.note = "; ".join(notes) or None
-        return m
-    wide = work_dtype(a, e)
-    fa, fe = a.reshape(-1), e.reshape(-1)
-    acc = _Acc()
-    # In chunks: a float64 copy of a whole embedding matrix per temporary would cost gigabytes.
-    for lo in range(0, fe.size, _CHUNK):
-        _chunk(acc, fa[lo:lo + _CHUNK].astype(wide), fe[lo:lo + _CHUNK].astype(wide), tol, lo)
+        return m, a, e, tol, notes, True
+    return m, a, e, tol, notes, False
+
+
+def finish_metrics(m: Metrics, acc: "_Acc", a: Any, e: Any, notes: list[str]) -> Metrics:
+    """The second half of :func:`tensor_metrics`: ``m`` filled from the statistics ``acc`` gathered."""
+    import numpy as np
+
+    tol = acc.tol
     m.mismatched, m.nan, m.inf = acc.mismatched, acc.nan, acc.inf
     if m.nan:
         notes.append(f"NaN in both at {m.nan} element(s), counted as equal")
     if m.inf:
         notes.append(f"the same infinity in both at {m.inf} element(s), counted as equal")
     m.max_abs, m.max_rel, m.expected_max = acc.max_abs, acc.max_rel, acc.mag_max
-    m.mean_abs = acc.sum_abs / fe.size if math.isfinite(acc.sum_abs) else math.inf
+    m.mean_abs = acc.sum_abs / e.size if math.isfinite(acc.sum_abs) else math.inf
     if m.expected_max > 0:
         m.scale_rel = m.max_abs / m.expected_max
     elif m.max_abs > 0:
         m.scale_rel = math.inf
     if e.dtype.kind == "f" and acc.all_comparable and acc.na > 0 and acc.ne > 0:
-        m.cosine = float(min(1.0, max(-1.0, acc.dot / math.sqrt(acc.na * acc.ne))))
+        m.cosine = acc.cosine()
     flat = acc.worst_excess_at if m.mismatched else acc.max_abs_at
     if m.mismatched or m.max_abs > 0:
         idx = np.unravel_index(flat, e.shape)
@@ -322,7 +344,72 @@ def tensor_metrics(actual: Any, expected: Any, rtol: float | None = None, atol: 
     return m
 
 
-_CHUNK = 1 << 20
+# The blocked checks run under numpy.errstate(divide / invalid / over = "ignore") (0 / 0 and
+# inf - inf are handled by value), set once around a whole loop, not per block.
+
+#: Elements per block of the elementwise checks: small enough that a block's temporaries stay in the
+#: CPU caches, large enough that NumPy's per-call overhead does not count.
+_CHUNK = 1 << 16
+
+
+def iter_blocks(arrays: Any, dtype: Any, chunk: int = _CHUNK) -> Any:
+    """Yield ``(pos, at, [flat block of each array in dtype])`` over arrays of one shape
+    (``dtype=None``: each array's own). ``pos`` counts the elements yielded before (the same order at
+    every call for the same shapes and layouts); ``at`` is the flat C-order index of the block's first
+    element (an int), or, for tiles, a callable mapping an index in the block to the flat index.
+
+    Contiguous arrays are sliced in C order (no copy unless the dtype differs). When a 2-D array is a
+    non-contiguous view (a transposed Linear weight) all are read in square tiles, each copied on its
+    own (fast: a tile stays in the CPU cache), never the whole array."""
+    import numpy as np
+
+    arrays = [np.asarray(x) for x in arrays]
+    shape = arrays[0].shape
+    if len(shape) <= 1 or all(x.flags.c_contiguous for x in arrays):
+        flats = [x.reshape(-1) for x in arrays]
+        n = flats[0].size
+        for lo in range(0, n, chunk):
+            yield lo, lo, [f[lo:lo + chunk] if dtype is None else f[lo:lo + chunk].astype(dtype, copy=False)
+                           for f in flats]
+        return
+    if len(shape) == 2:
+        rows, cols = int(shape[0]), int(shape[1])
+        side = max(1, int(math.isqrt(chunk)))
+        tr = side if cols >= side else max(1, chunk // max(cols, 1))
+        tc = min(cols, side) if cols >= side else cols
+        pos = 0
+        for r0 in range(0, rows, tr):
+            for c0 in range(0, cols, tc):
+                blocks = [np.ascontiguousarray(x[r0:r0 + tr, c0:c0 + tc], dtype=dtype) for x in arrays]
+                width = blocks[0].shape[1]
+                yield pos, _TileAt(r0, c0, width, cols), [blk.reshape(-1) for blk in blocks]
+                pos += blocks[0].size
+        return
+    row = 1
+    for d in shape[1:]:
+        row *= int(d)
+    if row == 0:
+        return
+    per = max(1, chunk // row)
+    for r0 in range(0, shape[0], per):
+        yield r0 * row, r0 * row, [np.ascontiguousarray(x[r0:r0 + per], dtype=dtype).reshape(-1) for x in arrays]
+
+
+class _TileAt:
+    """Flat C-order index of element ``k`` of a tile starting at ``(r0, c0)``, ``width`` wide, of a
+    2-D array ``cols`` wide."""
+
+    __slots__ = ("r0", "c0", "width", "cols")
+
+    def __init__(self, r0: int, c0: int, width: int, cols: int) -> None:
+        self.r0, self.c0, self.width, self.cols = r0, c0, width, cols
+
+    def __call__(self, k: int) -> int:
+        return (self.r0 + k // self.width) * self.cols + self.c0 + k % self.width
+
+
+def _at(offset: Any, k: int) -> int:
+    return offset + k if isinstance(offset, int) else offset(k)
 
 
 def work_dtype(*arrays: Any) -> Any:
@@ -340,26 +427,80 @@ def work_dtype(*arrays: Any) -> Any:
 
 
 class _Acc:
-    """Running statistics over the chunks of one comparison."""
+    """Running statistics over the blocks of one comparison (see :meth:`add`)."""
 
-    def __init__(self) -> None:
+    def __init__(self, tol: Tolerance) -> None:
+        self.tol = tol
         self.mismatched = self.nan = self.inf = 0
         self.max_abs = self.max_rel = self.mag_max = self.sum_abs = 0.0
         self.max_abs_at = self.worst_excess_at = 0
         self.worst_excess = -math.inf
-        self.dot = self.na = self.ne = 0.0
+        # cosine from |a|^2, |e|^2 and |a - e|^2: dot = (|a|^2 + |e|^2 - |a - e|^2) / 2. Where a ~ e the
+        # rounding of the two norms cancels to first order, so float32 block sums are exact enough
+        self.na = self.ne = self.dd = 0.0
         self.all_comparable = True
 
+    # Ties go to the smallest flat index, as one argmax over the whole tensor in C order (blocks in
+    # tile order would otherwise pick another of several equal differences).
+    def _max(self, v: float, offset: Any, k: int) -> None:
+        if v > self.max_abs or (v == self.max_abs and v > 0 and _at(offset, k) < self.max_abs_at):
+            self.max_abs, self.max_abs_at = v, _at(offset, k)
 
-def _chunk(acc: _Acc, a64: Any, e64: Any, tol: Tolerance, offset: int) -> None:
-    import numpy as np
+    def _worst(self, v: float, offset: Any, k: int) -> None:
+        if v > self.worst_excess or (v == self.worst_excess and _at(offset, k) < self.worst_excess_at):
+            self.worst_excess, self.worst_excess_at = v, _at(offset, k)
 
-    finite_a, finite_e = np.isfinite(a64), np.isfinite(e64)
-    if finite_a.all() and finite_e.all():  # the usual case: no NaN / Inf bookkeeping
-        diff = np.abs(a64 - e64)
-        mag = np.abs(e64)
-        finite = None
-    else:
+    def cosine(self) -> float:
+        dot = 0.5 * ((self.na + self.ne) - self.dd)
+        return float(min(1.0, max(-1.0, dot / math.sqrt(self.na * self.ne))))
+
+    def add(self, a: Any, e: Any, offset: Any) -> Any:
+        """Fold one block (flat ``a`` / ``e`` in the work dtype, at ``offset``: see :func:`iter_blocks`) into the
+        statistics (call it under ``numpy.errstate`` ignoring divide / invalid / over). Returns ``|a - e|`` of the block (float, with ``inf`` where a NaN / infinity is not
+        matched and 0 where it is) and whether the block was all finite."""
+        import numpy as np
+
+        tol = self.tol
+        diff = np.subtract(a, e)
+        diff = np.abs(diff, out=diff) if diff.dtype.kind == "f" else np.abs(diff)
+        mag = np.abs(e)
+        k = int(np.argmax(diff))
+        dk = float(diff[k])
+        mag_max = float(mag.max())
+        if not (math.isfinite(dk) and math.isfinite(mag_max)):
+            return self._add_special(a, e, offset), False
+        # the usual case: every element of both finite
+        excess = np.multiply(mag, tol.rtol)
+        np.subtract(diff, excess, out=excess)
+        excess -= tol.atol
+        self.mismatched += int(np.count_nonzero(excess > 0))
+        j = int(np.argmax(excess))
+        self._worst(float(excess[j]), offset, j)
+        self._max(dk, offset, k)
+        if dk > 0:
+            ratio = np.divide(diff, mag, out=excess)
+            rmax = float(np.fmax.reduce(ratio))  # 0 / 0 (equal zeros) is NaN: ignored
+            if rmax == rmax:
+                self.max_rel = max(self.max_rel, rmax)
+        self.mag_max = max(self.mag_max, mag_max)
+        self.sum_abs += float(diff.sum(dtype=np.float64))
+        if a.dtype.kind == "f":
+            na, ne, dd = float(np.dot(a, a)), float(np.dot(e, e)), float(np.dot(diff, diff))
+            if not (math.isfinite(na) and math.isfinite(ne) and math.isfinite(dd)):  # float32 overflow
+                a64, e64 = a.astype(np.float64), e.astype(np.float64)
+                na, ne = float(np.dot(a64, a64)), float(np.dot(e64, e64))
+                dd = float(np.dot(a64 - e64, a64 - e64))
+            self.na += na
+            self.ne += ne
+            self.dd += dd
+        return diff, True
+
+    def _add_special(self, a64: Any, e64: Any, offset: Any) -> Any:
+        """A block holding NaN or infinities: NaN in both / the same infinity in both count as equal."""
+        import numpy as np
+
+        tol = self.tol
+        finite_a, finite_e = np.isfinite(a64), np.isfinite(e64)
         both_nan = np.isnan(a64) & np.isnan(e64)
         same_inf = np.isinf(a64) & np.isinf(e64) & (a64 == e64)
         equal_special = both_nan | same_inf
@@ -368,31 +509,30 @@ def _chunk(acc: _Acc, a64: Any, e64: Any, tol: Tolerance, offset: int) -> None:
             diff = np.where(finite, np.abs(a64 - e64), np.inf)
         diff[equal_special] = 0.0
         mag = np.abs(np.where(finite_e, e64, 0.0))
-        acc.nan += int(np.count_nonzero(both_nan))
-        acc.inf += int(np.count_nonzero(same_inf))
+        self.nan += int(np.count_nonzero(both_nan))
+        self.inf += int(np.count_nonzero(same_inf))
         if not np.all(finite | equal_special):
-            acc.all_comparable = False
-    excess = diff - tol.rtol * mag
-    excess -= tol.atol
-    acc.mismatched += int(np.count_nonzero(excess > 0))
-    k = int(np.argmax(diff))
-    if float(diff[k]) > acc.max_abs:
-        acc.max_abs, acc.max_abs_at = float(diff[k]), offset + k
-    nz = diff > 0
-    if nz.any():
-        with np.errstate(divide="ignore", invalid="ignore"):
-            acc.max_rel = max(acc.max_rel, float(np.max(diff[nz] / mag[nz])))
-    acc.mag_max = max(acc.mag_max, float(mag.max()))
-    acc.sum_abs += float(diff.sum(dtype=np.float64))
-    k = int(np.argmax(excess))
-    if float(excess[k]) > acc.worst_excess:
-        acc.worst_excess, acc.worst_excess_at = float(excess[k]), offset + k
-    if a64.dtype.kind == "f":
-        fa = (a64 if finite is None else np.where(finite, a64, 0.0)).astype(np.float64, copy=False)
-        fe = (e64 if finite is None else np.where(finite, e64, 0.0)).astype(np.float64, copy=False)
-        acc.dot += float(np.dot(fa, fe))
-        acc.na += float(np.dot(fa, fa))
-        acc.ne += float(np.dot(fe, fe))
+            self.all_comparable = False
+        excess = diff - tol.rtol * mag
+        excess -= tol.atol
+        self.mismatched += int(np.count_nonzero(excess > 0))
+        k = int(np.argmax(diff))
+        self._max(float(diff[k]), offset, k)
+        nz = diff > 0
+        if nz.any():
+            with np.errstate(divide="ignore", invalid="ignore"):
+                self.max_rel = max(self.max_rel, float(np.max(diff[nz] / mag[nz])))
+        self.mag_max = max(self.mag_max, float(mag.max()))
+        self.sum_abs += float(diff.sum(dtype=np.float64))
+        k = int(np.argmax(excess))
+        self._worst(float(excess[k]), offset, k)
+        if a64.dtype.kind == "f":
+            fa = np.where(finite, a64, 0.0).astype(np.float64, copy=False)
+            fe = np.where(finite, e64, 0.0).astype(np.float64, copy=False)
+            self.na += float(np.dot(fa, fa))
+            self.ne += float(np.dot(fe, fe))
+            self.dd += float(np.dot(fa - fe, fa - fe))
+        return diff
 
 
 def _broadcasts(a: tuple, b: tuple) -> bool:

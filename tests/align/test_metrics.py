@@ -179,3 +179,21 @@ def test_large_tensors_are_judged_in_chunks_exactly():
     cos = float(np.dot(a.ravel().astype(np.float64), e.ravel()) /
                 (np.linalg.norm(a.astype(np.float64)) * np.linalg.norm(e.astype(np.float64))))
     assert m.cosine == pytest.approx(cos, abs=1e-12)
+
+
+def test_transposed_views_are_judged_in_tiles_as_their_copies():
+    """A Linear weight in the other layout is compared as a transposed view, read in tiles: every
+    statistic equals the comparison with a contiguous copy, ties included (first element in C order)."""
+    rng = np.random.default_rng(5)
+    torch_layout = rng.normal(0, 1, (700, 600)).astype(np.float32)
+    view = torch_layout.T  # [600, 700], not contiguous
+    view[100, 600] = view[200, 3] = 1.0
+    a = (view + rng.normal(0, 1e-7, view.shape)).astype(np.float32)
+    a[100, 600] = a[200, 3] = 1.5  # two equal worst differences; the tile of the second is read first
+    a[300, 300] = view[300, 300] = np.nan  # NaN in both
+    m_view, m_copy = tensor_metrics(a, view), tensor_metrics(a, np.ascontiguousarray(view))
+    d_view, d_copy = m_view.to_dict(), m_copy.to_dict()
+    assert d_view.pop("cosine") == pytest.approx(d_copy.pop("cosine"), abs=1e-12)  # summed in another order
+    assert d_view == d_copy
+    assert not m_view.ok and m_view.nan == 1 and m_view.mismatched == 2
+    assert m_view.worst_index == [100, 600] and m_view.worst_actual == 1.5  # the first in C order
