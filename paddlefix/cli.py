@@ -4,6 +4,7 @@
     paddlefix doctor [--json]         probe each installed library before and after its patch
     paddlefix run [OPTIONS] -- CMD    run CMD with paddlefix applied in every Python process
     paddlefix fakedata inspect FILE   structure, shapes and dtypes of a captured-batches file
+    paddlefix align show RESULT.json  render a saved align.compare result [--html OUT] [--json]
 """
 
 from __future__ import annotations
@@ -278,6 +279,31 @@ def cmd_fakedata_inspect(args: argparse.Namespace) -> int:
     return fakedata.inspect_command(args.file, as_json=args.json)
 
 
+# -- align ----------------------------------------------------------------------------
+def cmd_align_show(args: argparse.Namespace) -> int:
+    """Print a result saved by ``AlignResult.to_json``; exit 0 when it is ok, 1 when not."""
+    from .align._errors import AlignError
+    from .align._report import AlignResult
+
+    try:
+        result = AlignResult.load(args.result)
+    except FileNotFoundError:
+        print(f"paddlefix align show: no such file: {args.result}", file=sys.stderr)
+        return 2
+    except AlignError as exc:
+        print(f"paddlefix align show: {exc}", file=sys.stderr)
+        return 2
+    if args.html:
+        result.to_html(args.html)
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=1))
+    else:
+        print(result.to_text(max_rows=args.rows))
+        if args.html:
+            print(f"\nHTML report written to {args.html}")
+    return 0 if result.ok else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="paddlefix",
@@ -313,6 +339,16 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("file")
     q.add_argument("--json", action="store_true", help="print JSON")
     q.set_defaults(func=cmd_fakedata_inspect)
+
+    p = sub.add_parser("align", help="tools for aligning a port (align.compare results)")
+    asub = p.add_subparsers(dest="align_command", required=True)
+    q = asub.add_parser("show", help="render a result saved with AlignResult.to_json(path)",
+                        description="Print a saved align.compare result; exit status 0 if it is ok, 1 if not.")
+    q.add_argument("result", metavar="RESULT.json")
+    q.add_argument("--html", metavar="OUT", help="also write the self-contained HTML report to OUT")
+    q.add_argument("--json", action="store_true", help="print the result as JSON instead of the table")
+    q.add_argument("--rows", type=int, default=60, help="at most this many table rows (default 60)")
+    q.set_defaults(func=cmd_align_show)
     return parser
 
 

@@ -126,7 +126,9 @@ def _attr(name: str, default: Any = None) -> Callable[[Any], Any]:
 
 
 def _round(v: Any) -> Any:
-    return round(float(v), 9) if isinstance(v, (int, float)) and not isinstance(v, bool) else v
+    """A float rounded to 7 significant digits (float32 attributes read back as float64 compare
+    equal; 1e-12 stays 1e-12, not 0)."""
+    return float(f"{float(v):.7g}") if isinstance(v, (int, float)) and not isinstance(v, bool) else v
 
 
 def _paddle_eps(layer: Any) -> Any:
@@ -145,6 +147,15 @@ def _torch_bn_momentum(layer: Any) -> Any:
 
 def _paddle_dropout_p(layer: Any) -> Any:
     return getattr(layer, "p", None)
+
+
+def _paddle_padding_idx(layer: Any) -> Any:
+    """Paddle's padding index as torch keeps it (a negative one counted from the end; None for none)."""
+    idx = getattr(layer, "_padding_idx", None)
+    if idx is None:
+        return None
+    idx = int(idx)
+    return idx + int(getattr(layer, "_num_embeddings", 0)) if idx < 0 else idx
 
 
 def _torch_gelu_approx(layer: Any) -> Any:
@@ -187,7 +198,13 @@ _BASE_RULES: tuple[LayerRule, ...] = (
         _WB,
         config=(ConfigRule("groups", _attr("groups"), _attr("_groups")),),
     ),
-    LayerRule("embedding", ("Embedding",), ("Embedding",), (ParamRule("weight", "weight"),)),
+    LayerRule(
+        "embedding",
+        ("Embedding",),
+        ("Embedding",),
+        (ParamRule("weight", "weight"),),
+        config=(ConfigRule("padding_idx", _attr("padding_idx"), _paddle_padding_idx),),
+    ),
     LayerRule(
         "layernorm",
         ("LayerNorm",),
