@@ -2,7 +2,9 @@
 
 Time: ``align.transfer(hf_model, paddle_model)`` (pairing, layout transforms, copies) against
 the same Paddle model's ``set_state_dict`` from NumPy arrays already converted (transposed,
-renamed) -- the floor any converter has to pay. Best of interleaved rounds.
+renamed) -- the floor any converter has to pay. Best of interleaved rounds. "Bare copies" times
+only the copies transfer itself makes (torch's transposing ``copy_`` into views of the Paddle
+parameters, plain copies for the rest): what bounds transfer on a given machine.
 
 Memory: in a fresh process holding both models, the resident set size is sampled every
 millisecond during the transfer; the peak above the level before it is compared with the size
@@ -92,25 +94,37 @@ def _time_rows() -> list[Row]:
     # the arrays a hand-written converter would hand to set_state_dict, already converted
     converted = {d: np.ascontiguousarray(sd[s].numpy().T if t else sd[s].numpy()) for d, s, t in plan}
 
+    from paddlefix.align.adapters._paddle import torch_view
+
+    params = pd.state_dict()
+    views = {d: torch_view(params[d]) for d, _, _ in plan}
+
+    def bare() -> None:  # the copies alone, into the parameters: what bounds transfer from below
+        for d, s, t in plan:
+            views[d].copy_(sd[s].t() if t else sd[s])
+
     def by_hand() -> None:  # what a conversion script does: transpose views, then set_state_dict
         pd.set_state_dict({d: sd[s].numpy().T if t else sd[s].numpy() for d, s, t in plan})
 
-    best = {"transfer": float("inf"), "set_state_dict": float("inf"), "by_hand": float("inf")}
+    best = {"transfer": float("inf"), "set_state_dict": float("inf"), "by_hand": float("inf"), "bare": float("inf")}
     for _ in range(3):  # interleaved
         for name, fn in (("transfer", lambda: align.transfer(hf, pd)),
                          ("set_state_dict", lambda: pd.set_state_dict(converted)),
-                         ("by_hand", by_hand)):
+                         ("by_hand", by_hand), ("bare", bare)):
             t0 = time.perf_counter()
             fn()
             best[name] = min(best[name], time.perf_counter() - t0)
     n = sum(int(p.numel()) for p in hf.parameters())
     ms = {k: f"{v * 1e3:.0f} ms" for k, v in best.items()}
-    detail = f"transfer {ms['transfer']}, set_state_dict {ms['set_state_dict']}, by hand {ms['by_hand']}"
+    detail = (f"transfer {ms['transfer']}, set_state_dict {ms['set_state_dict']}, by hand {ms['by_hand']}, "
+              f"bare copies {ms['bare']}")
     return [
         Row(f"align.transfer: BERT-base ({n / 1e6:.0f}M), torch -> paddle / set_state_dict(converted)",
             best["transfer"] / best["set_state_dict"], TIME_GOAL, detail),
         Row("align.transfer: BERT-base / by hand (.T views, set_state_dict)",
             best["transfer"] / best["by_hand"], None, detail),
+        Row("align.transfer: BERT-base bare copies (transposing copy_ into the parameters) / set_state_dict",
+            best["bare"] / best["set_state_dict"], None, detail),
     ]
 
 
@@ -131,6 +145,8 @@ def _memory_rows() -> list[Row]:
 
 def rows() -> list[Row]:
     try:
+        import numpy  # noqa: F401  (numpy, then paddle, before paddlenlp: on paddle 2.6.2 a bare
+        import paddle  # noqa: F401  `import paddlenlp` fails in scipy with a zlib error)
         import paddlenlp  # noqa: F401
         import torch  # noqa: F401
         import transformers  # noqa: F401

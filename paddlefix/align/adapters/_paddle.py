@@ -56,7 +56,7 @@ def torch_view(tensor: Any) -> Any:
         if hasattr(tensor, "is_contiguous") and not tensor.is_contiguous():
             return None
         view = torch.utils.dlpack.from_dlpack(paddle.utils.dlpack.to_dlpack(tensor))
-    except (AttributeError, TypeError, RuntimeError, ValueError, BufferError):
+    except Exception:  # any refusal (device, dtype, distributed tensor, old Paddle): the other path
         return None
     if view.device.type != "cpu" or not view.is_contiguous() or tuple(view.shape) != tuple(int(d) for d in tensor.shape):
         return None
@@ -82,8 +82,8 @@ def _copy_into_view(tensor: Any, arr: np.ndarray, dtype: str) -> bool:
     except (TypeError, ValueError, RuntimeError):  # negative or odd strides, unsupported dtype
         return False
     view = torch_view(tensor)
-    if view is None or view.dtype != src.dtype:
-        return False
+    if view is None or view.dtype != src.dtype or np.may_share_memory(view.numpy(), arr):
+        return False  # an overlapping source is copied first, by the other path
     with torch.no_grad():
         view.copy_(src)
     return True
