@@ -70,7 +70,6 @@ __all__ = ["diff_traces", "HintContext", "current_context", "to_paddle_layout"]
 
 _IDENTITY = frozenset({"copy", "rename", "", "same", "identity"})
 _K = 4.0  # margin on the update's sensitivity to gradient differences
-_CHUNK = 1 << 20  # elements per chunk of the elementwise parameter checks
 
 
 class HintContext(NamedTuple):
