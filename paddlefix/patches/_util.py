@@ -26,3 +26,13 @@ def grad_enabled(paddle: Any) -> Any:
     import contextlib
 
     return contextlib.nullcontext()
+
+
+def bind_arguments(sig: Any, args: tuple, kwargs: dict) -> Any:
+    """The call's arguments by name with defaults filled in, or None if the call does not bind."""
+    try:
+        bound = sig.bind(*args, **kwargs)
+    except TypeError:
+        return None
+    bound.apply_defaults()
+    return bound.arguments
