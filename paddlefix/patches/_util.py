@@ -36,3 +36,22 @@ def bind_arguments(sig: Any, args: tuple, kwargs: dict) -> Any:
         return None
     bound.apply_defaults()
     return bound.arguments
+
+
+def paddlenlp_subclasses(base: Any) -> list[Any]:
+    """Every class below ``base`` (each once, ``base`` itself left out) defined in a paddlenlp module.
+
+    Walks ``__subclasses__()``, so only classes already imported are found; imports nothing.
+    """
+    out: list[Any] = []
+    stack = [base]
+    seen: set[Any] = set()
+    while stack:
+        cls = stack.pop()
+        if cls in seen:
+            continue
+        seen.add(cls)
+        stack.extend(cls.__subclasses__())
+        if cls is not base and cls.__module__.startswith("paddlenlp."):
+            out.append(cls)
+    return out
