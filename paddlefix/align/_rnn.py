@@ -381,22 +381,29 @@ def rnn_arrays_to_torch(arrays: Mapping[str, Any], spec: RnnSpec) -> dict[str, "
     return out
 
 
-def _check_rnn_pair(torch_spec: RnnSpec, paddle_spec: RnnSpec) -> None:
+def _check_same_fields(
+    torch_spec: RnnSpec | MhaSpec, other: RnnSpec | MhaSpec, fields: tuple[str, ...],
+    other_label: str = "paddle", hint: str = "",
+) -> None:
+    """Refuse a torch / Paddle pair whose ``fields`` differ, naming each difference."""
     diffs = [
-        f"{field}: torch {getattr(torch_spec, field)!r}, paddle {getattr(paddle_spec, field)!r}"
-        for field in ("mode", "input_size", "hidden_size", "num_layers", "bidirectional", "proj_size")
-        if getattr(torch_spec, field) != getattr(paddle_spec, field)
+        f"{field}: torch {getattr(torch_spec, field)!r}, paddle {getattr(other, field)!r}"
+        for field in fields
+        if getattr(torch_spec, field) != getattr(other, field)
     ]
     if diffs:
-        hint = ""
-        if torch_spec.proj_size and not paddle_spec.proj_size:
-            hint = (
-                " (paddle.nn.LSTM has proj_size from Paddle 3.0; the installed one may not)"
-            )
         raise TransferError(
-            f"torch {torch_spec.describe()} and paddle {paddle_spec.describe()} cannot be "
+            f"torch {torch_spec.describe()} and {other_label} {other.describe()} cannot be "
             f"converted into each other: {'; '.join(diffs)}{hint}"
         )
+
+
+def _check_rnn_pair(torch_spec: RnnSpec, paddle_spec: RnnSpec) -> None:
+    hint = ""
+    if torch_spec.proj_size and not paddle_spec.proj_size:
+        hint = " (paddle.nn.LSTM has proj_size from Paddle 3.0; the installed one may not)"
+    fields = ("mode", "input_size", "hidden_size", "num_layers", "bidirectional", "proj_size")
+    _check_same_fields(torch_spec, paddle_spec, fields, hint=hint)
 
 
 def rnn_to_paddle(
@@ -624,16 +631,7 @@ def mha_arrays_to_torch(arrays: Mapping[str, Any], spec: MhaSpec) -> dict[str, "
 
 def _check_mha_pair(torch_spec: MhaSpec, paddle_spec: MhaSpec) -> None:
     _refuse_torch_only(torch_spec)
-    diffs = [
-        f"{field}: torch {getattr(torch_spec, field)!r}, paddle {getattr(paddle_spec, field)!r}"
-        for field in ("embed_dim", "num_heads", "kdim", "vdim", "bias")
-        if getattr(torch_spec, field) != getattr(paddle_spec, field)
-    ]
-    if diffs:
-        raise TransferError(
-            f"torch {torch_spec.describe()} and paddle {paddle_spec.describe()} cannot be "
-            f"converted into each other: {'; '.join(diffs)}"
-        )
+    _check_same_fields(torch_spec, paddle_spec, ("embed_dim", "num_heads", "kdim", "vdim", "bias"))
 
 
 def mha_to_paddle(
@@ -756,16 +754,8 @@ def compat_mha_arrays_to_torch(arrays: Mapping[str, Any], spec: MhaSpec) -> dict
 
 
 def _check_compat_pair(torch_spec: MhaSpec, compat_spec: MhaSpec) -> None:
-    diffs = [
-        f"{field}: torch {getattr(torch_spec, field)!r}, paddle {getattr(compat_spec, field)!r}"
-        for field in ("embed_dim", "num_heads", "kdim", "vdim", "bias", "add_bias_kv")
-        if getattr(torch_spec, field) != getattr(compat_spec, field)
-    ]
-    if diffs:
-        raise TransferError(
-            f"torch {torch_spec.describe()} and paddle.compat {compat_spec.describe()} cannot be "
-            f"converted into each other: {'; '.join(diffs)}"
-        )
+    fields = ("embed_dim", "num_heads", "kdim", "vdim", "bias", "add_bias_kv")
+    _check_same_fields(torch_spec, compat_spec, fields, other_label="paddle.compat")
 
 
 def compat_mha_to_paddle(
