@@ -7,6 +7,17 @@ from dataclasses import dataclass
 from typing import Callable
 
 
+BERT_BASE: dict[str, int] = dict(
+    vocab_size=30522,
+    hidden_size=768,
+    num_hidden_layers=12,
+    num_attention_heads=12,
+    intermediate_size=3072,
+    max_position_embeddings=512,
+)
+"""BERT-base shape (110 M parameters with its embeddings), as config keyword arguments."""
+
+
 @dataclass(frozen=True)
 class Row:
     """One benchmark line: ``ratio`` = measured / baseline, compared with ``goal``."""

@@ -11,18 +11,13 @@ shared, and multi-threaded timings there swing by +-50% between identical runs.
 
 from __future__ import annotations
 
-from _common import Row, best_of, compare
+from _common import BERT_BASE, Row, best_of, compare
 
 import paddlefix  # noqa: F401  (zlib before paddle)
 
 GOAL = 1.5
 CONFIG = dict(
-    vocab_size=30522,
-    hidden_size=768,
-    num_hidden_layers=12,
-    num_attention_heads=12,
-    intermediate_size=3072,
-    max_position_embeddings=512,
+    BERT_BASE,
     type_vocab_size=2,
     hidden_dropout_prob=0.1,
     attention_probs_dropout_prob=0.1,

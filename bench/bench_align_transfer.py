@@ -22,14 +22,11 @@ import threading
 import time
 from typing import Any
 
-from _common import Row
+from _common import BERT_BASE, Row
 
 TIME_GOAL = 1.5
 MEM_GOAL = 1.0
-CONFIG = dict(
-    vocab_size=30522, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
-    intermediate_size=3072, max_position_embeddings=512, type_vocab_size=2,
-)
+CONFIG = dict(BERT_BASE, type_vocab_size=2)
 
 
 def _models() -> tuple[Any, Any]:

@@ -24,17 +24,10 @@ import tempfile
 import time
 
 import paddlefix  # noqa: F401  (before paddle: zlib first)
-from _common import Row
+from _common import BERT_BASE, Row
 
 NAME = "pretrained_init"
-CONFIG = dict(
-    vocab_size=30522,
-    hidden_size=768,
-    num_hidden_layers=12,
-    num_attention_heads=12,
-    intermediate_size=3072,
-    max_position_embeddings=512,
-)
+CONFIG = dict(BERT_BASE)
 
 MEMORY_SCRIPT = """
 import sys, paddlefix

@@ -186,6 +186,15 @@ def _param(value: Any) -> Any:
     return "tensor" if isinstance(value, torch.Tensor) else float(value)
 
 
+def _take_named(names: tuple[str, ...], args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``names`` bound to the positional ``args`` in order, then those in ``kwargs`` (popped from it)."""
+    bound = dict(zip(names, args))
+    for arg in names:
+        if arg in kwargs:
+            bound[arg] = kwargs.pop(arg)
+    return bound
+
+
 def _make_tensor_fn(fn: str, original: Callable[..., Any]) -> Callable[..., Any]:
     def own_generator(kwargs: dict[str, Any]) -> bool:
         return kwargs.get("generator") is not None
@@ -222,11 +231,7 @@ def _make_tensor_fn(fn: str, original: Callable[..., Any]) -> Callable[..., Any]
             rng = ctx.draw(FW, fn, "torch.randint", shape, (("low", low), ("high", int(high))))
             return _finish(S.integers(rng, low, int(high), shape), kwargs, torch.int64, fn)
         if fn == "normal":
-            names = ("mean", "std", "size")
-            bound = dict(zip(names, args))
-            for arg in names:
-                if arg in kwargs:
-                    bound[arg] = kwargs.pop(arg)
+            bound = _take_named(("mean", "std", "size"), args, kwargs)
             mean, std = bound.get("mean", 0.0), bound.get("std", 1.0)
             tensors = [v for v in (mean, std) if isinstance(v, torch.Tensor)]
             if "size" in bound:
@@ -253,11 +258,7 @@ def _make_tensor_fn(fn: str, original: Callable[..., Any]) -> Callable[..., Any]
             rng = ctx.draw(FW, fn, "torch.randperm", (n,), ())
             return _finish(S.permutation(rng, n), kwargs, torch.int64, fn)
         if fn == "multinomial":
-            names = ("input", "num_samples", "replacement")
-            bound = dict(zip(names, args))
-            for arg in names:
-                if arg in kwargs:
-                    bound[arg] = kwargs.pop(arg)
+            bound = _take_named(("input", "num_samples", "replacement"), args, kwargs)
             input, num, replacement = bound["input"], int(bound["num_samples"]), bool(bound.get("replacement", False))
             params = (("num_samples", num), ("replacement", replacement))
             rng = ctx.draw(FW, fn, "torch.multinomial", tuple(input.shape), params)

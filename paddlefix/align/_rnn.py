@@ -41,7 +41,7 @@ NumPy only; nothing here imports paddle or torch (layers are read through their 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Mapping, NamedTuple
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, NamedTuple
 
 from ._errors import TransferError
 
@@ -278,6 +278,24 @@ def _check_names(
         )
 
 
+def _check_exact(
+    what: str,
+    side: str,
+    arrays: Mapping[str, Any],
+    expected: Mapping[str, tuple[int, ...]],
+    spec: RnnSpec | MhaSpec,
+    also: Iterable[str] = (),
+) -> None:
+    """:func:`_check_names`, then refuse entries of ``arrays`` that are neither expected nor in ``also``.
+
+    ``side`` (``"torch"`` / ``"Paddle"``) names the source in the error, so nothing is dropped silently.
+    """
+    _check_names(what, arrays, expected, spec)
+    extra = set(arrays) - set(expected) - set(also)
+    if extra:
+        raise TransferError(f"{side} parameters not part of {spec.describe()}: {', '.join(sorted(extra))}")
+
+
 def rnn_arrays_to_paddle(arrays: Mapping[str, Any], spec: RnnSpec) -> dict[str, "np.ndarray"]:
     """torch parameters (local names, as in the torch layer's ``state_dict()``) -> Paddle's.
 
@@ -289,12 +307,7 @@ def rnn_arrays_to_paddle(arrays: Mapping[str, Any], spec: RnnSpec) -> dict[str, 
     import numpy as np
 
     expected = _torch_shapes(spec)
-    _check_names("torch parameters", arrays, expected, spec)
-    extra = sorted(set(arrays) - set(expected))
-    if extra:
-        raise TransferError(
-            f"torch parameters not part of {spec.describe()}: {', '.join(extra)}"
-        )
+    _check_exact("torch parameters", "torch", arrays, expected, spec)
     gates = _GATES[spec.mode] * spec.hidden_size
     out: dict[str, np.ndarray] = {}
     for torch_name, paddle_name, how in rnn_param_pairs(spec):
@@ -323,12 +336,7 @@ def _paddle_cell_arrays(arrays: Mapping[str, Any], spec: RnnSpec) -> dict[str, A
     shapes = _paddle_shapes(spec)
     aliases = paddle_rnn_aliases(spec)
     if any(name in arrays for name in shapes) or not any(a in arrays for a in aliases):
-        _check_names("Paddle parameters", arrays, shapes, spec)
-        extra = set(arrays) - set(shapes) - set(aliases)
-        if extra:
-            raise TransferError(
-                f"Paddle parameters not part of {spec.describe()}: {', '.join(sorted(extra))}"
-            )
+        _check_exact("Paddle parameters", "Paddle", arrays, shapes, spec, also=aliases)
         return {name: arrays[name] for name in shapes}
     # Only the flat aliases: right only where every cell has exactly its four parameters.
     if spec.proj_size:
@@ -338,13 +346,8 @@ def _paddle_cell_arrays(arrays: Mapping[str, Any], spec: RnnSpec) -> dict[str, A
             "flat names point at other tensors. Use the layer's full state_dict() (it has the "
             "'0.cell_fw.weight_ih' style names)"
         )
-    _check_names("Paddle parameters (flat names)", arrays,
+    _check_exact("Paddle parameters (flat names)", "Paddle", arrays,
                  {a: shapes[c] for a, c in aliases.items()}, spec)
-    extra = set(arrays) - set(aliases)
-    if extra:
-        raise TransferError(
-            f"Paddle parameters not part of {spec.describe()}: {', '.join(sorted(extra))}"
-        )
     return {c: arrays[a] for a, c in aliases.items()}
 
 
@@ -378,22 +381,29 @@ def rnn_arrays_to_torch(arrays: Mapping[str, Any], spec: RnnSpec) -> dict[str, "
     return out
 
 
-def _check_rnn_pair(torch_spec: RnnSpec, paddle_spec: RnnSpec) -> None:
+def _check_same_fields(
+    torch_spec: RnnSpec | MhaSpec, other: RnnSpec | MhaSpec, fields: tuple[str, ...],
+    other_label: str = "paddle", hint: str = "",
+) -> None:
+    """Refuse a torch / Paddle pair whose ``fields`` differ, naming each difference."""
     diffs = [
-        f"{field}: torch {getattr(torch_spec, field)!r}, paddle {getattr(paddle_spec, field)!r}"
-        for field in ("mode", "input_size", "hidden_size", "num_layers", "bidirectional", "proj_size")
-        if getattr(torch_spec, field) != getattr(paddle_spec, field)
+        f"{field}: torch {getattr(torch_spec, field)!r}, paddle {getattr(other, field)!r}"
+        for field in fields
+        if getattr(torch_spec, field) != getattr(other, field)
     ]
     if diffs:
-        hint = ""
-        if torch_spec.proj_size and not paddle_spec.proj_size:
-            hint = (
-                " (paddle.nn.LSTM has proj_size from Paddle 3.0; the installed one may not)"
-            )
         raise TransferError(
-            f"torch {torch_spec.describe()} and paddle {paddle_spec.describe()} cannot be "
+            f"torch {torch_spec.describe()} and {other_label} {other.describe()} cannot be "
             f"converted into each other: {'; '.join(diffs)}{hint}"
         )
+
+
+def _check_rnn_pair(torch_spec: RnnSpec, paddle_spec: RnnSpec) -> None:
+    hint = ""
+    if torch_spec.proj_size and not paddle_spec.proj_size:
+        hint = " (paddle.nn.LSTM has proj_size from Paddle 3.0; the installed one may not)"
+    fields = ("mode", "input_size", "hidden_size", "num_layers", "bidirectional", "proj_size")
+    _check_same_fields(torch_spec, paddle_spec, fields, hint=hint)
 
 
 def rnn_to_paddle(
@@ -584,12 +594,7 @@ def mha_arrays_to_paddle(arrays: Mapping[str, Any], spec: MhaSpec) -> dict[str, 
 
     _refuse_torch_only(spec)
     expected = _mha_torch_shapes(spec)
-    _check_names("torch MultiheadAttention parameters", arrays, expected, spec)
-    extra = sorted(set(arrays) - set(expected))
-    if extra:
-        raise TransferError(
-            f"torch parameters not part of {spec.describe()}: {', '.join(extra)}"
-        )
+    _check_exact("torch MultiheadAttention parameters", "torch", arrays, expected, spec)
     e = spec.embed_dim
     out: dict[str, np.ndarray] = {}
     for torch_name, paddle_name, how in mha_param_pairs(spec):
@@ -608,12 +613,7 @@ def mha_arrays_to_torch(arrays: Mapping[str, Any], spec: MhaSpec) -> dict[str, "
 
     _refuse_torch_only(spec)
     expected = _mha_paddle_shapes(spec)
-    _check_names("Paddle MultiHeadAttention parameters", arrays, expected, spec)
-    extra = sorted(set(arrays) - set(expected))
-    if extra:
-        raise TransferError(
-            f"Paddle parameters not part of {spec.describe()}: {', '.join(extra)}"
-        )
+    _check_exact("Paddle MultiHeadAttention parameters", "Paddle", arrays, expected, spec)
     parts: dict[str, list[np.ndarray]] = {}
     out: dict[str, np.ndarray] = {}
     for torch_name, paddle_name, how in mha_param_pairs(spec):
@@ -631,16 +631,7 @@ def mha_arrays_to_torch(arrays: Mapping[str, Any], spec: MhaSpec) -> dict[str, "
 
 def _check_mha_pair(torch_spec: MhaSpec, paddle_spec: MhaSpec) -> None:
     _refuse_torch_only(torch_spec)
-    diffs = [
-        f"{field}: torch {getattr(torch_spec, field)!r}, paddle {getattr(paddle_spec, field)!r}"
-        for field in ("embed_dim", "num_heads", "kdim", "vdim", "bias")
-        if getattr(torch_spec, field) != getattr(paddle_spec, field)
-    ]
-    if diffs:
-        raise TransferError(
-            f"torch {torch_spec.describe()} and paddle {paddle_spec.describe()} cannot be "
-            f"converted into each other: {'; '.join(diffs)}"
-        )
+    _check_same_fields(torch_spec, paddle_spec, ("embed_dim", "num_heads", "kdim", "vdim", "bias"))
 
 
 def mha_to_paddle(
@@ -732,10 +723,7 @@ def _compat_shapes(spec: MhaSpec) -> tuple[dict[str, tuple[int, ...]], dict[str,
 def compat_mha_arrays_to_paddle(arrays: Mapping[str, Any], spec: MhaSpec) -> dict[str, "np.ndarray"]:
     """torch ``MultiheadAttention`` parameters -> ``paddle.compat.nn.MultiheadAttention``'s."""
     torch_shapes, _ = _compat_shapes(spec)
-    _check_names("torch MultiheadAttention parameters", arrays, torch_shapes, spec)
-    extra = sorted(set(arrays) - set(torch_shapes))
-    if extra:
-        raise TransferError(f"torch parameters not part of {spec.describe()}: {', '.join(extra)}")
+    _check_exact("torch MultiheadAttention parameters", "torch", arrays, torch_shapes, spec)
     e = spec.embed_dim
     out = {}
     for torch_name, name, how in compat_mha_param_pairs(spec):
@@ -752,10 +740,7 @@ def compat_mha_arrays_to_torch(arrays: Mapping[str, Any], spec: MhaSpec) -> dict
     import numpy as np
 
     _, compat = _compat_shapes(spec)
-    _check_names("paddle.compat MultiheadAttention parameters", arrays, compat, spec)
-    extra = sorted(set(arrays) - set(compat))
-    if extra:
-        raise TransferError(f"Paddle parameters not part of {spec.describe()}: {', '.join(extra)}")
+    _check_exact("paddle.compat MultiheadAttention parameters", "Paddle", arrays, compat, spec)
     out: dict[str, np.ndarray] = {}
     parts: list[np.ndarray] = []
     for torch_name, name, how in compat_mha_param_pairs(spec):
@@ -769,16 +754,8 @@ def compat_mha_arrays_to_torch(arrays: Mapping[str, Any], spec: MhaSpec) -> dict
 
 
 def _check_compat_pair(torch_spec: MhaSpec, compat_spec: MhaSpec) -> None:
-    diffs = [
-        f"{field}: torch {getattr(torch_spec, field)!r}, paddle {getattr(compat_spec, field)!r}"
-        for field in ("embed_dim", "num_heads", "kdim", "vdim", "bias", "add_bias_kv")
-        if getattr(torch_spec, field) != getattr(compat_spec, field)
-    ]
-    if diffs:
-        raise TransferError(
-            f"torch {torch_spec.describe()} and paddle.compat {compat_spec.describe()} cannot be "
-            f"converted into each other: {'; '.join(diffs)}"
-        )
+    fields = ("embed_dim", "num_heads", "kdim", "vdim", "bias", "add_bias_kv")
+    _check_same_fields(torch_spec, compat_spec, fields, other_label="paddle.compat")
 
 
 def compat_mha_to_paddle(

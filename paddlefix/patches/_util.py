@@ -26,3 +26,32 @@ def grad_enabled(paddle: Any) -> Any:
     import contextlib
 
     return contextlib.nullcontext()
+
+
+def bind_arguments(sig: Any, args: tuple, kwargs: dict) -> Any:
+    """The call's arguments by name with defaults filled in, or None if the call does not bind."""
+    try:
+        bound = sig.bind(*args, **kwargs)
+    except TypeError:
+        return None
+    bound.apply_defaults()
+    return bound.arguments
+
+
+def paddlenlp_subclasses(base: Any) -> list[Any]:
+    """Every class below ``base`` (each once, ``base`` itself left out) defined in a paddlenlp module.
+
+    Walks ``__subclasses__()``, so only classes already imported are found; imports nothing.
+    """
+    out: list[Any] = []
+    stack = [base]
+    seen: set[Any] = set()
+    while stack:
+        cls = stack.pop()
+        if cls in seen:
+            continue
+        seen.add(cls)
+        stack.extend(cls.__subclasses__())
+        if cls is not base and cls.__module__.startswith("paddlenlp."):
+            out.append(cls)
+    return out

@@ -61,7 +61,7 @@ import functools
 from typing import Any, Callable, NamedTuple
 
 from ..registry import Finding, Patch, Patcher
-from ._util import signature
+from ._util import bind_arguments, signature
 
 __all__ = ["SPEC", "DEFECTS", "detect"]
 
@@ -223,15 +223,6 @@ def problem_present() -> Finding:
 # -- replacements -----------------------------------------------------------------------
 
 
-def _arguments(sig: Any, args: tuple, kwargs: dict) -> Any:
-    try:
-        bound = sig.bind(*args, **kwargs)
-    except TypeError:
-        return None
-    bound.apply_defaults()
-    return bound.arguments
-
-
 def _nan_if_zero(denominator: Any) -> Any:
     """0 where ``denominator != 0``, NaN where it is 0 (torch's 0 / 0), without a host read."""
     return (denominator * 0) / (denominator != 0).astype(denominator.dtype)
@@ -260,11 +251,11 @@ def _make_cross_entropy(original: Any, fixes: frozenset) -> Any:
     def cross_entropy(*args: Any, **kwargs: Any) -> Any:
         import paddle
 
-        a = _arguments(sig, args, kwargs)
+        a = bind_arguments(sig, args, kwargs)
         if a is None and takes_target and "target" in kwargs and "label" not in kwargs:
             renamed = dict(kwargs)
             renamed["label"] = renamed.pop("target")
-            a = _arguments(sig, args, renamed)
+            a = bind_arguments(sig, args, renamed)
         if a is None or not paddle.in_dynamic_mode():
             return original(*args, **kwargs)
         x, label, weight = a.get("input"), a.get("label"), a.get("weight")
@@ -359,7 +350,7 @@ def _make_nll_loss(original: Any, fixes: frozenset) -> Any:
     def nll_loss(*args: Any, **kwargs: Any) -> Any:
         import paddle
 
-        a = _arguments(sig, args, kwargs)
+        a = bind_arguments(sig, args, kwargs)
         reduction = a.get("reduction", "mean") if a is not None else None
         if a is None or not paddle.in_dynamic_mode() or reduction not in ("mean", "sum"):
             return original(*args, **kwargs)
@@ -400,7 +391,7 @@ def _make_bce_with_logits(original: Any) -> Any:
     def binary_cross_entropy_with_logits(*args: Any, **kwargs: Any) -> Any:
         import paddle
 
-        a = _arguments(sig, args, kwargs)
+        a = bind_arguments(sig, args, kwargs)
         if a is None or not paddle.in_dynamic_mode():
             return original(*args, **kwargs)
         x, y, weight, pw = a.get("logit"), a.get("label"), a.get("weight"), a.get("pos_weight")

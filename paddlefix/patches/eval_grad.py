@@ -28,7 +28,7 @@ import functools
 from typing import Any
 
 from ..registry import Finding, Patch, Patcher
-from ._util import grad_enabled, signature
+from ._util import bind_arguments, grad_enabled, signature
 
 __all__ = ["SPEC"]
 
@@ -75,16 +75,6 @@ def _eval_dropout(paddle: Any, x: Any, p: float, mode: str) -> Any:
     return paddle.assign(x)  # the is_test kernel returns a copy, not x itself
 
 
-def _arguments(sig: Any, args: tuple, kwargs: dict) -> Any:
-    """The call's arguments by name with defaults filled in, or None if the call does not bind."""
-    try:
-        bound = sig.bind(*args, **kwargs)
-    except TypeError:
-        return None
-    bound.apply_defaults()
-    return bound.arguments
-
-
 def _make_dropout(original: Any) -> Any:
     sig = signature(original)
 
@@ -92,7 +82,7 @@ def _make_dropout(original: Any) -> Any:
     def dropout(*args: Any, **kwargs: Any) -> Any:
         import paddle
 
-        a = _arguments(sig, args, kwargs)
+        a = bind_arguments(sig, args, kwargs)
         if a is None:
             return original(*args, **kwargs)  # let the stock function raise its own error
         p = a.get("p", 0.5)
@@ -142,7 +132,7 @@ def _make_batch_norm(original: Any) -> Any:
     def batch_norm(*args: Any, **kwargs: Any) -> Any:
         import paddle
 
-        a = _arguments(sig, args, kwargs)
+        a = bind_arguments(sig, args, kwargs)
         if a is None:
             return original(*args, **kwargs)  # let the stock function raise its own error
         fmt = a.get("data_format", "NCHW")

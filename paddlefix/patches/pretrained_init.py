@@ -56,7 +56,7 @@ import functools
 from typing import Any, Callable, Iterable
 
 from ..registry import Finding, Patch, Patcher
-from ._util import signature
+from ._util import paddlenlp_subclasses, signature
 
 __all__ = ["SPEC", "problem_present", "apply", "covered_models", "complete_init"]
 
@@ -373,20 +373,11 @@ def covered_models() -> list[str]:
     if mu is None:
         return []
     base = mu.PretrainedModel
-    out = set()
-    stack = [base]
-    seen = set()
-    while stack:
-        cls = stack.pop()
-        if cls in seen:
-            continue
-        seen.add(cls)
-        stack.extend(cls.__subclasses__())
-        if cls is base or not cls.__module__.startswith("paddlenlp."):
-            continue
-        if cls.init_weights is base.init_weights and cls._init_weights is not base._init_weights:
-            out.add(cls.__name__)
-    return sorted(out)
+    return sorted({
+        cls.__name__
+        for cls in paddlenlp_subclasses(base)
+        if cls.init_weights is base.init_weights and cls._init_weights is not base._init_weights
+    })
 
 
 SPEC = Patch(

@@ -32,6 +32,7 @@ import weakref
 from typing import Any, Callable, List
 
 from ..registry import Finding, Patch, Patcher
+from ._util import paddlenlp_subclasses
 
 __all__ = ["SPEC", "problem_present", "apply", "covered_tokenizers"]
 
@@ -204,16 +205,9 @@ def covered_tokenizers() -> list[str]:
     if tu is None:
         return []
     base = tu.PretrainedTokenizer
-    out = set()
-    stack = [base]
-    while stack:
-        cls = stack.pop()
-        stack.extend(cls.__subclasses__())
-        if cls is base or not cls.__module__.startswith("paddlenlp."):
-            continue
-        if getattr(cls, "tokenize", None) is getattr(base, "tokenize"):
-            out.add(cls.__name__)
-    return sorted(out)
+    return sorted({
+        cls.__name__ for cls in paddlenlp_subclasses(base) if getattr(cls, "tokenize", None) is getattr(base, "tokenize")
+    })
 
 
 SPEC = Patch(

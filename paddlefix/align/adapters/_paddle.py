@@ -9,6 +9,8 @@ from typing import Any, Callable
 import numpy as np
 import paddle
 
+from ._common import LayerAdapterBase
+
 __all__ = ["PaddleAdapter"]
 
 _DTYPE_NAMES = {
@@ -89,10 +91,11 @@ def _copy_into_view(tensor: Any, arr: np.ndarray, dtype: str) -> bool:
     return True
 
 
-class PaddleAdapter:
+class PaddleAdapter(LayerAdapterBase):
     """Adapter for ``paddle.nn.Layer`` models and ``paddle.Tensor`` values."""
 
     framework = "paddle"
+    _non_persistent_attr = "_non_persistable_buffer_names_set"
     fused_copy = True
     """Write CPU tensors through a torch view of their memory when torch is imported (one pass)."""
 
@@ -105,22 +108,6 @@ class PaddleAdapter:
     def named_layers(self, model: Any) -> list[tuple[str, Any]]:
         """(path, layer) in registration order, the root as ``""``, each layer once."""
         return [(n or "", layer) for n, layer in model.named_sublayers(include_self=True)]
-
-    def children(self, layer: Any) -> list[tuple[str, Any]]:
-        return list(layer.named_children())
-
-    def type_name(self, layer: Any) -> str:
-        return type(layer).__name__
-
-    def qualified_type(self, layer: Any) -> str:
-        return f"{type(layer).__module__}.{type(layer).__qualname__}"
-
-    def own_params(self, layer: Any) -> list[tuple[str, Any]]:
-        return [(n, p) for n, p in layer._parameters.items() if p is not None]
-
-    def own_buffers(self, layer: Any) -> list[tuple[str, Any]]:
-        skip: set[str] = getattr(layer, "_non_persistable_buffer_names_set", set())
-        return [(n, b) for n, b in layer._buffers.items() if b is not None and n not in skip]
 
     def state_dict(self, model: Any) -> dict[str, Any]:
         return dict(model.state_dict())
@@ -150,9 +137,6 @@ class PaddleAdapter:
             else:
                 tensor.set_value(arr)
 
-    def shape(self, tensor: Any) -> tuple[int, ...]:
-        return tuple(int(d) for d in tensor.shape)
-
     def dtype_name(self, tensor: Any) -> str:
         name = str(tensor.dtype).replace("paddle.", "").lower()
         name = name.replace("vartype.", "").replace("fp", "float").replace("bf16", "bfloat16")
@@ -170,23 +154,11 @@ class PaddleAdapter:
 
         return layer.register_forward_pre_hook(hook)
 
-    def register_tensor_grad_hook(self, tensor: Any, fn: Callable[[Any], None]) -> Any:
-        def hook(grad: Any) -> None:
-            fn(grad)
-
-        return tensor.register_hook(hook)
-
-    def grad(self, param: Any) -> Any:
-        return param.grad
-
     def train(self, model: Any, mode: bool) -> None:
         if mode:
             model.train()
         else:
             model.eval()
-
-    def is_training(self, layer: Any) -> bool:
-        return bool(layer.training)
 
     def from_numpy(self, array: Any) -> Any:
         return paddle.to_tensor(np.ascontiguousarray(array))

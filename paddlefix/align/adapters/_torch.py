@@ -7,13 +7,16 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from ._common import LayerAdapterBase
+
 __all__ = ["TorchAdapter"]
 
 
-class TorchAdapter:
+class TorchAdapter(LayerAdapterBase):
     """Adapter for ``torch.nn.Module`` models and ``torch.Tensor`` values."""
 
     framework = "torch"
+    _non_persistent_attr = "_non_persistent_buffers_set"
 
     def is_model(self, obj: Any) -> bool:
         return isinstance(obj, torch.nn.Module)
@@ -24,22 +27,6 @@ class TorchAdapter:
     def named_layers(self, model: Any) -> list[tuple[str, Any]]:
         """(path, module) in registration order, the root as ``""``, each module once."""
         return list(model.named_modules())
-
-    def children(self, layer: Any) -> list[tuple[str, Any]]:
-        return list(layer.named_children())
-
-    def type_name(self, layer: Any) -> str:
-        return type(layer).__name__
-
-    def qualified_type(self, layer: Any) -> str:
-        return f"{type(layer).__module__}.{type(layer).__qualname__}"
-
-    def own_params(self, layer: Any) -> list[tuple[str, Any]]:
-        return [(n, p) for n, p in layer._parameters.items() if p is not None]
-
-    def own_buffers(self, layer: Any) -> list[tuple[str, Any]]:
-        skip: set[str] = getattr(layer, "_non_persistent_buffers_set", set())
-        return [(n, b) for n, b in layer._buffers.items() if b is not None and n not in skip]
 
     def state_dict(self, model: Any) -> dict[str, Any]:
         return dict(model.state_dict(keep_vars=True))
@@ -61,9 +48,6 @@ class TorchAdapter:
         with torch.no_grad():
             tensor.copy_(src)
 
-    def shape(self, tensor: Any) -> tuple[int, ...]:
-        return tuple(int(d) for d in tensor.shape)
-
     def dtype_name(self, tensor: Any) -> str:
         return str(tensor.dtype).replace("torch.", "")
 
@@ -79,20 +63,8 @@ class TorchAdapter:
 
         return layer.register_forward_pre_hook(hook)
 
-    def register_tensor_grad_hook(self, tensor: Any, fn: Callable[[Any], None]) -> Any:
-        def hook(grad: Any) -> None:
-            fn(grad)
-
-        return tensor.register_hook(hook)
-
-    def grad(self, param: Any) -> Any:
-        return param.grad
-
     def train(self, model: Any, mode: bool) -> None:
         model.train(mode)
-
-    def is_training(self, layer: Any) -> bool:
-        return bool(layer.training)
 
     def from_numpy(self, array: Any) -> Any:
         return torch.from_numpy(np.ascontiguousarray(array)).clone()
