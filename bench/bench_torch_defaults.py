@@ -8,8 +8,8 @@ outside the timed region); the best round of each side is kept.
   initializer at creation (one draw, as stock); the distribution itself may cost more
   (Embedding's N(0, 1) against Xavier's uniform).
 - BatchNorm: ``BatchNorm2D(64)`` forward in train mode on ``[16, 64, 32, 32]``, patched forward
-  and the saved original called interleaved; the patch adds two in-place scalings of the
-  running variance (64 values).
+  and the saved original called interleaved; the patch reads the running variance (64 values)
+  into numpy, zeroes it for Paddle's update and writes torch's update back (float64, one rounding).
 """
 
 from __future__ import annotations

@@ -13,8 +13,10 @@ when forced, except ``truncated_normal`` where Paddle already has the bounds)
         and static graph mode.
     ``batch_norm``
         ``BatchNorm1D/2D/3D`` in training mode update the running variance with the *unbiased*
-        batch variance (n/(n-1)), as torch does; Paddle uses the biased one. (The layers'
-        ``forward`` is patched; ``F.batch_norm`` called directly keeps Paddle's update.)
+        batch variance (n/(n-1)), as torch does; Paddle uses the biased one. torch's update is
+        computed in float64 from the old value and rounded once (within 1-2 float32 ulp of
+        torch's own). (The layers' ``forward`` is patched; ``F.batch_norm`` called directly
+        keeps Paddle's update.)
     ``clear_grad``
         ``optimizer.clear_grad()`` with no argument leaves gradients ``None``
         (``set_to_zero=False``), torch's ``zero_grad()`` default since 2.0, so a step skips
@@ -56,6 +58,7 @@ from __future__ import annotations
 
 import functools
 import math
+import struct
 import warnings
 from typing import Any, Callable
 
@@ -383,6 +386,11 @@ def _apply_init(patcher: Patcher, paddle: Any) -> None:
 # -- batch_norm --------------------------------------------------------------------------------
 
 
+def _f32(value: float) -> float:
+    """``value`` rounded to float32."""
+    return float(struct.unpack("f", struct.pack("f", value))[0])
+
+
 def _make_batch_norm_forward(original: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(original)
     def forward(self: Any, input: Any, *args: Any, **kwargs: Any) -> Any:
@@ -405,16 +413,40 @@ def _make_batch_norm_forward(original: Callable[..., Any]) -> Callable[..., Any]
         n = int(math.prod(int(d) for d in input.shape)) // max(channels, 1)
         if n <= 1:
             return original(self, input, *args, **kwargs)
-        # Paddle: new = m*old + (1-m)*biased.  Fed old/c and scaled by c = n/(n-1) afterwards:
-        # c*(m*old/c + (1-m)*biased) = m*old + (1-m)*biased*n/(n-1), torch's update.
-        c = n / (n - 1.0)
+        # Paddle: new = m*old + (1-m)*biased, in float32.  Run it on a zeroed running variance:
+        # it returns (1-m)*biased (one rounding), from which torch's update
+        # m*old + (1-m)*biased*n/(n-1) is computed in float64 from the untouched old value
+        # (torch computes it in double on the CPU), then rounded once to the variance's dtype.
+        m = float(momentum)
+        kept = _f32(1.0 - _f32(m))  # the float32 (1 - momentum) Paddle's kernel multiplies by
+        if kept <= 0.0:
+            return original(self, input, *args, **kwargs)
+        factor = (1.0 - m) * (n / (n - 1.0)) / kept
+        if var.place.is_cpu_place():  # 64-ish values: numpy costs less than Paddle op dispatch
+            import numpy as np
+
+            dense, place = var.get_tensor(), paddle.CPUPlace()
+            before = var.numpy()
+            dense.set(np.zeros_like(before), place)
+            try:
+                out = original(self, input, *args, **kwargs)
+            except BaseException:
+                dense.set(before, place)
+                raise
+            got = var.numpy().astype(np.float64)
+            dense.set((before.astype(np.float64) * m + got * factor).astype(before.dtype), place)
+            return out
         with paddle.no_grad():
-            var.scale_(1.0 / c)
+            old = var.astype("float64")
+            var.zero_()
         try:
             out = original(self, input, *args, **kwargs)
-        finally:
+        except BaseException:
             with paddle.no_grad():
-                var.scale_(c)
+                paddle.assign(old.astype(var.dtype), output=var)
+            raise
+        with paddle.no_grad():
+            paddle.assign((old * m + var.astype("float64") * factor).astype(var.dtype), output=var)
         return out
 
     forward.__doc__ = (original.__doc__ or "") + (
