@@ -609,3 +609,21 @@ def test_p_given_as_a_float32_tensor_matches_the_python_float():
         b = TF.dropout(torch.from_numpy(x), 0.1).numpy()
     assert rnd.report.drawn == {"paddle": 1, "torch": 1}
     np.testing.assert_allclose(a, b, rtol=1e-6)
+
+
+# -- compare(train=True) draws its masks from the shared stream ------------------------------------
+def test_compare_in_train_mode_aligns_a_port_with_dropout() -> None:
+    """``align.compare(..., train=True)`` runs both models under ``same_randomness``: a correct port
+    with dropout 0.1 everywhere is aligned at every module, and no hint blames dropout. (Run outside
+    the context, the first outputs of these models differ by more than 1e-2: see above.)"""
+    pd, hf = make_bert_pair(seed=4)
+    ids = np.random.default_rng(4).integers(1, CONFIG["vocab_size"], (2, 9)).astype("int64")
+    result = align.compare(pd, hf, {"input_ids": ids}, train=True)
+    assert result.first_divergence is None, str(result)
+    forward = [r for r in result.rows if r.phase == "forward"]
+    assert forward and all(r.status in ("ok", "skipped") for r in forward), str(result)
+    dropouts = [r for r in forward if r.paddle.endswith("dropout")]
+    assert dropouts and all(r.status == "ok" for r in dropouts), str(result)  # train-mode masks agree
+    import json
+
+    assert "same_randomness" not in json.dumps(result.to_dict(), default=str)  # the dropout hint
