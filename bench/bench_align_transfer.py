@@ -3,13 +3,14 @@
 Time: ``align.transfer(hf_model, paddle_model)`` (pairing, layout transforms, copies) against
 the same Paddle model's ``set_state_dict`` from NumPy arrays already converted (transposed,
 renamed) -- the floor any converter has to pay. Best of interleaved rounds. "Bare copies" times
-only the copies transfer itself makes (torch's transposing ``copy_`` into views of the Paddle
-parameters, plain copies for the rest): what bounds transfer on a given machine.
+only the copies transfer itself makes (vectorised transposes and plain copies into views of the
+Paddle parameters, over ``torch.get_num_threads()`` threads): what bounds transfer on a given
+machine; "torch copy_" makes the same copies with torch's ``copy_``, one after the other.
 
 Memory: in a fresh process holding both models, the resident set size is sampled every
 millisecond during the transfer; the peak above the level before it is compared with the size
-of the largest single tensor (the word embeddings): transfer converts and copies one tensor at
-a time, so it must never hold a second copy of the model.
+of the largest single tensor (the word embeddings): transfer copies into the parameters from
+views of the source, so it must never hold a second copy of the model.
 """
 
 from __future__ import annotations
@@ -84,6 +85,8 @@ def _time_rows() -> list[Row]:
 
     from paddlefix import align
 
+    import torch
+
     hf, pd = _models()
     report = align.transfer(hf, pd)
     sd = hf.state_dict()
@@ -96,32 +99,42 @@ def _time_rows() -> list[Row]:
     params = pd.state_dict()
     views = {d: torch_view(params[d]) for d, _, _ in plan}
 
-    def bare() -> None:  # the copies alone, into the parameters: what bounds transfer from below
-        for d, s, t in plan:
-            views[d].copy_(sd[s].t() if t else sd[s])
+    from paddlefix.align.adapters import _fastcopy
+
+    def bare() -> None:  # the copies alone, made as transfer makes them: what bounds it from below
+        with torch.no_grad(), _fastcopy.deferred():
+            for d, s, t in plan:
+                _fastcopy.copy_later(views[d], sd[s].t() if t else sd[s], temporary=False)
+
+    def torch_copies() -> None:  # the same copies by torch's copy_, one after the other
+        with torch.no_grad():
+            for d, s, t in plan:
+                views[d].copy_(sd[s].t() if t else sd[s])
 
     def by_hand() -> None:  # what a conversion script does: transpose views, then set_state_dict
         pd.set_state_dict({d: sd[s].numpy().T if t else sd[s].numpy() for d, s, t in plan})
 
-    best = {"transfer": float("inf"), "set_state_dict": float("inf"), "by_hand": float("inf"), "bare": float("inf")}
-    for _ in range(3):  # interleaved
-        for name, fn in (("transfer", lambda: align.transfer(hf, pd)),
-                         ("set_state_dict", lambda: pd.set_state_dict(converted)),
-                         ("by_hand", by_hand), ("bare", bare)):
+    runs = (("transfer", lambda: align.transfer(hf, pd)), ("set_state_dict", lambda: pd.set_state_dict(converted)),
+            ("by_hand", by_hand), ("bare", bare), ("torch_copies", torch_copies))
+    best = {name: float("inf") for name, _ in runs}
+    for _ in range(5):  # interleaved
+        for name, fn in runs:
             t0 = time.perf_counter()
             fn()
             best[name] = min(best[name], time.perf_counter() - t0)
     n = sum(int(p.numel()) for p in hf.parameters())
     ms = {k: f"{v * 1e3:.0f} ms" for k, v in best.items()}
     detail = (f"transfer {ms['transfer']}, set_state_dict {ms['set_state_dict']}, by hand {ms['by_hand']}, "
-              f"bare copies {ms['bare']}")
+              f"bare copies {ms['bare']}, torch copy_ {ms['torch_copies']}, {torch.get_num_threads()} threads")
     return [
         Row(f"align.transfer: BERT-base ({n / 1e6:.0f}M), torch -> paddle / set_state_dict(converted)",
             best["transfer"] / best["set_state_dict"], TIME_GOAL, detail),
         Row("align.transfer: BERT-base / by hand (.T views, set_state_dict)",
             best["transfer"] / best["by_hand"], None, detail),
-        Row("align.transfer: BERT-base bare copies (transposing copy_ into the parameters) / set_state_dict",
+        Row("align.transfer: BERT-base bare copies (transfer's copies alone) / set_state_dict",
             best["bare"] / best["set_state_dict"], None, detail),
+        Row("align.transfer: BERT-base torch copy_ of the same tensors / set_state_dict",
+            best["torch_copies"] / best["set_state_dict"], None, detail),
     ]
 
 

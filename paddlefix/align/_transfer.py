@@ -156,7 +156,7 @@ def _per_entry(copied: list[Copied], pairing: Pairing) -> list[Copied]:
         elif key in layered:
             # set by a whole-layer rule from no source entry (the zero biases a bias-free torch
             # RNN gives its Paddle counterpart): say so, from the value written
-            value = _as_numpy(dst.tensors[key])
+            value = _as_numpy(dst.tensors[key])[0]
             cell = {canon: alias for alias, canon in pairing.aliases}.get(key, c.dst)
             c = c._replace(src="-", dst=cell, how="zeros" if not value.any() else "set by rule, no source entry")
         out.append(c)
@@ -246,6 +246,18 @@ def transfer(
 
     bad = {m.name for m in pairing.missing}
     copied: list[Copied] = []
+    with dst_ad.batched():  # copies overlap each other and the loop; all done when it ends
+        _copy_steps(pairing, src_side, dst_side, dst_ad, converted, bad, copied)
+    report = TransferReport(pairing, copied, _describe_source(src))
+    _warn_unruled(pairing)
+    _LOG.info("transfer: %d set, %d missing, %d unused", len(copied), len(report.missing), len(report.unused))
+    return report
+
+
+def _copy_steps(pairing: Pairing, src_side: Any, dst_side: Any, dst_ad: Any, converted: dict[int, dict[str, Any]],
+                bad: set[str], copied: list[Copied]) -> None:
+    import numpy as np
+
     for i, st in enumerate(pairing._steps):
         if i in converted:
             out = converted.pop(i)
@@ -258,16 +270,14 @@ def transfer(
         if full in bad:
             continue
         value = src_side.tensors[sname]
-        arr = _as_numpy(value, share=pairing.dst == "torch")
+        arr, borrowed = _as_numpy(value, share=pairing.dst == "torch")
         if st.param_rule is not None:
             fn = st.param_rule.to_paddle if pairing.dst == "paddle" else st.param_rule.to_torch
-            arr = fn(arr)
-        copied.append(_assign(dst_ad, dst_side.tensors[full], arr, sname, full, st.how))
+            new = fn(arr)
+            borrowed = borrowed and np.may_share_memory(new, arr)  # a view (a transpose) still borrows
+            arr = new
+        copied.append(_assign(dst_ad, dst_side.tensors[full], arr, sname, full, st.how, temporary=not borrowed))
         del arr
-    report = TransferReport(pairing, copied, _describe_source(src))
-    _warn_unruled(pairing)
-    _LOG.info("transfer: %d set, %d missing, %d unused", len(copied), len(report.missing), len(report.unused))
-    return report
 
 
 def _warn_unruled(pairing: Pairing) -> None:
@@ -293,31 +303,30 @@ def _warn_unruled(pairing: Pairing) -> None:
         )
 
 
-def _as_numpy(value: Any, share: bool = False) -> Any:
-    """``value`` as a NumPy array; with ``share``, a Paddle CPU tensor is read in place (no copy).
+def _as_numpy(value: Any, share: bool = False) -> tuple[Any, bool]:
+    """(``value`` as a NumPy array, whether that array borrows ``value``'s memory).
 
-    ``share`` is only for copies into a torch model: the array then aliases the source, which
-    nothing in ``transfer`` writes to.
+    A torch CPU tensor is always read in place; with ``share``, a Paddle CPU tensor too. ``share``
+    is only for copies into a torch model: the array then aliases the source, which nothing in
+    ``transfer`` writes to. A borrowed array costs no memory while its copy waits (``batched``).
     """
     import numpy as np
 
     fw = framework_of(value)
-    if fw == "paddle" and share:
-        from .adapters._paddle import torch_view
-
-        ad = adapter_for(value)
-        view = torch_view(value) if ad.fused_copy and ad.dtype_name(value) != "bfloat16" else None  # type: ignore[attr-defined]
+    if fw is None:
+        return np.asarray(value), isinstance(value, np.ndarray)
+    ad = adapter_for(value)
+    if fw == "torch" or share:
+        view = ad.numpy_view(value)
         if view is not None:
-            return view.numpy()
-    if fw is not None:
-        return adapter_for(value).to_numpy(value)
-    return np.asarray(value)
+            return view, True
+    return ad.to_numpy(value), False
 
 
-def _assign(ad: Any, tensor: Any, arr: Any, sname: str, dname: str, how: str) -> Copied:
+def _assign(ad: Any, tensor: Any, arr: Any, sname: str, dname: str, how: str, temporary: bool = True) -> Copied:
     src_dtype = str(arr.dtype)
     dst_dtype = ad.dtype_name(tensor)
-    ad.assign(tensor, arr)
+    ad.assign(tensor, arr, temporary=temporary)
     change = None if src_dtype == dst_dtype else f"{src_dtype} -> {dst_dtype}"
     return Copied(sname, dname, how, change)
 
@@ -326,7 +335,7 @@ def _convert_layer(pairing: Pairing, st: Any) -> dict[str, Any]:
     src_side, dst_side = pairing._src, pairing._dst
     assert src_side is not None and dst_side is not None
     share = pairing.dst == "torch"
-    arrays = {_local(n, st.src_unit): _as_numpy(src_side.tensors[n], share) for n in st.src_names}
+    arrays = {_local(n, st.src_unit): _as_numpy(src_side.tensors[n], share)[0] for n in st.src_names}
     s_unit = src_side.units.get(st.src_unit)
     s_layer = s_unit.layer if s_unit is not None else None
     d_layer = dict(dst_side.layers).get(st.dst_unit)

@@ -316,6 +316,10 @@ def find_rules(
     """
     if torch_type is None and paddle_type is None:
         return []
+    key = (id(RULES), torch_type, paddle_type, torch_qualified, paddle_qualified)
+    hit = _FOUND.get(key)
+    if hit is not None and hit[0] is RULES:
+        return list(hit[1])
     scored: list[tuple[tuple[int, int], int, LayerRule]] = []
     for i, rule in enumerate(RULES):
         t = _match_side(rule.torch_types, torch_type, torch_qualified)
@@ -324,7 +328,15 @@ def find_rules(
             continue
         scored.append(((max(p, 0) + max(t, 0), p + t), -i, rule))
     scored.sort(key=lambda x: (x[0], x[1]), reverse=True)
-    return [r for _, _, r in scored]
+    found = tuple(r for _, _, r in scored)
+    if len(_FOUND) > 4096:
+        _FOUND.clear()
+    _FOUND[key] = (RULES, found)
+    return list(found)
+
+
+_FOUND: dict[tuple[Any, ...], tuple[tuple[LayerRule, ...], tuple[LayerRule, ...]]] = {}
+"""find_rules' answers, per RULES tuple (a module that replaces RULES gets fresh answers)."""
 
 
 def find_rule(

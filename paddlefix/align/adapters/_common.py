@@ -7,7 +7,7 @@ hook with ``Tensor.register_hook``; only the attribute naming non-persistent buf
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, ContextManager
 
 __all__ = ["LayerAdapterBase"]
 
@@ -36,6 +36,15 @@ class LayerAdapterBase:
 
     def shape(self, tensor: Any) -> tuple[int, ...]:
         return tuple(int(d) for d in tensor.shape)
+
+    def batched(self) -> ContextManager[None]:
+        """A block in which ``assign`` may copy on worker threads; all copies are done at its end.
+
+        The arrays given to ``assign`` must stay unchanged until then.
+        """
+        from ._fastcopy import deferred
+
+        return deferred()
 
     def register_tensor_grad_hook(self, tensor: Any, fn: Callable[[Any], None]) -> Any:
         def hook(grad: Any) -> None:

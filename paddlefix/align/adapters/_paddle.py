@@ -20,10 +20,14 @@ _DTYPE_NAMES = {
 }
 
 
+_NAMES_SEEN: dict[Any, str] = {}
+"""dtype object -> name, as ``dtype_name`` computed it."""
+
+
 def _contiguous(arr: np.ndarray) -> np.ndarray:
     """A C-contiguous copy; fast for transposed 2-D views (NumPy's own copy is ~10x slower there).
 
-    torch's strided copy is used when torch is already imported (it is multi-threaded and blocked),
+    torch's copy (vectorised for transposes, ``_fastcopy``) is used when torch is already imported,
     else a tiled NumPy copy. Values are copied, never computed: bit-exact.
     """
     if arr.ndim != 2 or not arr.T.flags.c_contiguous or arr.size < 1 << 16:
@@ -31,9 +35,16 @@ def _contiguous(arr: np.ndarray) -> np.ndarray:
     torch = sys.modules.get("torch")
     if torch is not None and arr.dtype.kind in "fiub" and arr.dtype.itemsize in (1, 2, 4, 8):
         try:
-            return torch.from_numpy(arr).contiguous().numpy()
+            src = torch.from_numpy(arr)
         except (TypeError, RuntimeError):  # a dtype torch cannot view: fall through
             pass
+        else:
+            from ._fastcopy import copy_
+
+            out_t = torch.empty(src.shape, dtype=src.dtype)
+            with torch.no_grad():
+                copy_(out_t, src)
+            return out_t.numpy()
     out = np.empty(arr.shape, arr.dtype)
     bs = 64
     for i in range(0, arr.shape[0], bs):
@@ -65,11 +76,11 @@ def torch_view(tensor: Any) -> Any:
     return view
 
 
-def _copy_into_view(tensor: Any, arr: np.ndarray, dtype: str) -> bool:
+def _copy_into_view(tensor: Any, arr: np.ndarray, dtype: str, temporary: bool = True) -> bool:
     """Copy ``arr`` into ``tensor`` through a torch view of its memory, in one pass; False if not possible.
 
-    A transposed ``arr`` (a weight in the other layout) is written by torch's blocked transposing
-    copy straight into the destination, with no contiguous temporary. Values are copied, never
+    A transposed ``arr`` (a weight in the other layout) is written by a vectorised transposing
+    copy (``_fastcopy``) straight into the destination, with no contiguous temporary. Values are copied, never
     computed (same dtype only): bit-exact.
     """
     if dtype == "bfloat16" or arr.dtype != np.dtype(dtype) or arr.dtype.kind not in "biuf" or arr.size == 0:
@@ -78,16 +89,21 @@ def _copy_into_view(tensor: Any, arr: np.ndarray, dtype: str) -> bool:
     if torch is None:
         return False
     try:
-        with warnings.catch_warnings():  # a read-only array (a loaded checkpoint) is only read here
-            warnings.simplefilter("ignore", UserWarning)
+        if arr.flags.writeable:
             src = torch.from_numpy(arr)
+        else:
+            with warnings.catch_warnings():  # a read-only array (a loaded checkpoint) is only read here
+                warnings.simplefilter("ignore", UserWarning)
+                src = torch.from_numpy(arr)
     except (TypeError, ValueError, RuntimeError):  # negative or odd strides, unsupported dtype
         return False
     view = torch_view(tensor)
     if view is None or view.dtype != src.dtype or np.may_share_memory(view.numpy(), arr):
         return False  # an overlapping source is copied first, by the other path
+    from ._fastcopy import copy_later
+
     with torch.no_grad():
-        view.copy_(src)
+        copy_later(view, src, temporary=temporary)  # on a worker thread inside ``PaddleAdapter.batched()``
     return True
 
 
@@ -118,14 +134,25 @@ class PaddleAdapter(LayerAdapterBase):
             tensor = tensor.astype("float32")
         return tensor.numpy()
 
-    def assign(self, tensor: Any, array: Any) -> None:
-        """Copy ``array`` into ``tensor`` in place, keeping its dtype and place; no autograd record."""
+    def numpy_view(self, tensor: Any) -> np.ndarray | None:
+        """A NumPy array sharing ``tensor``'s memory (through a torch view), or None."""
+        if self.dtype_name(tensor) == "bfloat16" or not self.fused_copy:
+            return None
+        view = torch_view(tensor)
+        return None if view is None else view.numpy()
+
+    def assign(self, tensor: Any, array: Any, temporary: bool = True) -> None:
+        """Copy ``array`` into ``tensor`` in place, keeping its dtype and place; no autograd record.
+
+        Inside ``batched()`` the copy may wait for the block's end; ``temporary=False`` says
+        ``array`` borrows memory kept alive elsewhere, so waiting costs nothing.
+        """
         arr = np.asarray(array)
         shape = tuple(int(d) for d in tensor.shape)
         if tuple(arr.shape) != shape:
             raise ValueError(f"shape {tuple(arr.shape)} cannot be assigned to a tensor of shape {shape}")
         dtype = self.dtype_name(tensor)
-        if self.fused_copy and _copy_into_view(tensor, arr, dtype):
+        if self.fused_copy and _copy_into_view(tensor, arr, dtype, temporary):
             return
         if dtype != "bfloat16" and arr.dtype != np.dtype(dtype):
             arr = arr.astype(dtype)
@@ -138,9 +165,19 @@ class PaddleAdapter(LayerAdapterBase):
                 tensor.set_value(arr)
 
     def dtype_name(self, tensor: Any) -> str:
-        name = str(tensor.dtype).replace("paddle.", "").lower()
+        dtype = tensor.dtype
+        try:
+            return _NAMES_SEEN[dtype]
+        except (KeyError, TypeError):
+            pass
+        name = str(dtype).replace("paddle.", "").lower()
         name = name.replace("vartype.", "").replace("fp", "float").replace("bf16", "bfloat16")
-        return _DTYPE_NAMES.get(name, name)
+        name = _DTYPE_NAMES.get(name, name)
+        try:
+            _NAMES_SEEN[dtype] = name
+        except TypeError:  # an unhashable dtype object
+            pass
+        return name
 
     def register_forward_hook(self, layer: Any, fn: Callable[..., Any]) -> Any:
         def hook(lay: Any, inputs: Any, output: Any) -> None:

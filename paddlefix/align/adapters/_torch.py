@@ -40,13 +40,30 @@ class TorchAdapter(LayerAdapterBase):
             t = t.float()
         return t.numpy()
 
-    def assign(self, tensor: Any, array: Any) -> None:
-        """Copy ``array`` into ``tensor`` in place (destination dtype and device kept)."""
-        src = torch.from_numpy(np.asarray(array))
+    def numpy_view(self, tensor: Any) -> np.ndarray | None:
+        """A NumPy array sharing a CPU tensor's memory, or None (other devices, bfloat16)."""
+        t = tensor.detach()
+        if t.device.type != "cpu" or t.dtype == torch.bfloat16:
+            return None
+        try:
+            return t.numpy()
+        except (RuntimeError, TypeError):  # conjugate / negative bits, or a dtype NumPy lacks
+            return None
+
+    def assign(self, tensor: Any, array: Any, temporary: bool = True) -> None:
+        """Copy ``array`` into ``tensor`` in place (destination dtype and device kept).
+
+        Inside ``batched()`` the copy may wait for the block's end; ``temporary=False`` says
+        ``array`` borrows memory kept alive elsewhere, so waiting costs nothing.
+        """
+        arr = np.asarray(array)
+        src = torch.from_numpy(arr)
         if tuple(src.shape) != tuple(tensor.shape):
             raise ValueError(f"shape {tuple(src.shape)} cannot be assigned to a tensor of shape {tuple(tensor.shape)}")
+        from ._fastcopy import copy_later
+
         with torch.no_grad():
-            tensor.copy_(src)
+            copy_later(tensor, src, temporary=temporary)  # on a worker thread inside ``batched()``
 
     def dtype_name(self, tensor: Any) -> str:
         return str(tensor.dtype).replace("torch.", "")
