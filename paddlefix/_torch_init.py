@@ -100,13 +100,91 @@ def weight_initializer(kind: str, shape: Any) -> tuple[Any, str]:
 
     I = paddle.nn.initializer
     if kind == "embedding":
-        return I.Normal(0.0, 1.0), "N(0, 1)"
+        return standard_normal(), "N(0, 1)"
     fan = fan_in(kind, shape)
     if kind == "bilinear":
         bound = bias_bound(fan)
         return I.Uniform(-bound, bound), f"U(±{bound:.4g}) [1/√in1, in1={fan}]"
     bound = kaiming_uniform_bound(fan)
     return I.Uniform(-bound, bound), f"U(±{bound:.4g}) [kaiming_uniform_(a=√5), fan_in={fan}]"
+
+
+_normal_class: Any = None
+
+
+def _box_muller(rng: Any, n: int, dtype: Any) -> Any:
+    """``n`` N(0, 1) draws of ``dtype`` by Box–Muller on ``rng``'s uniforms, as torch's CPU
+    ``normal_`` computes them (in the tensor's own precision: float32 draws reach ±5.7σ, as torch's)."""
+    import numpy as np
+
+    m = (n + 1) // 2
+    u = rng.random(2 * m, dtype=dtype)
+    r, theta = u[:m], u[m:]
+    np.subtract(1.0, r, out=r)  # (0, 1]: log is finite
+    np.log(r, out=r)
+    r *= -2.0
+    np.sqrt(r, out=r)
+    theta *= dtype(2.0 * math.pi)
+    cos = np.cos(theta)
+    np.sin(theta, out=theta)
+    theta *= r
+    r *= cos
+    return u[:n]
+
+
+def standard_normal(mean: float = 0.0, std: float = 1.0) -> Any:
+    """A Paddle initializer drawing N(mean, std²), as ``paddle.nn.initializer.Normal``.
+
+    On CPU in dynamic mode (float32 / float64; half precision drawn in float32 and rounded, where
+    Paddle 2.6's CPU kernel has none), the draw is Box–Muller on NumPy's uniforms
+    (SFC64 seeded by integers drawn from Paddle's global generator, so ``paddle.seed`` still
+    decides it), computed as torch's CPU ``normal_`` does: about 2.5x faster than Paddle's CPU
+    Gaussian kernel, whose cost over Paddle's uniform Xavier was torch's ``Embedding`` init's.
+    Elsewhere (GPU, static graph, other dtypes) Paddle's own kernel.
+    """
+    global _normal_class
+    if _normal_class is None:
+        import paddle
+
+        class TorchNormal(paddle.nn.initializer.Normal):  # type: ignore[misc]
+            """N(mean, std²); NumPy's generator on CPU, seeded from Paddle's (see standard_normal)."""
+
+            def forward(self, var: Any, block: Any = None) -> Any:
+                import numpy as np
+
+                dtype = {paddle.float32: np.float32, paddle.float64: np.float64,
+                         paddle.float16: np.float32, paddle.bfloat16: np.float32}.get(var.dtype)
+                if dtype is None or not paddle.in_dynamic_mode() or not _expected_cpu(paddle) or (
+                    getattr(var, "is_dist", None) is not None and var.is_dist()
+                ):
+                    return super().forward(var, block)
+                seed = paddle.randint(0, 2**31 - 1, [4], dtype="int64").numpy().tolist()  # 124 bits
+                shape = tuple(int(d) for d in var.shape)
+                arr = _box_muller(np.random.Generator(np.random.SFC64(seed)), math.prod(shape), dtype)
+                if self._std_dev != 1.0:
+                    arr *= dtype(self._std_dev)
+                if self._mean != 0.0:
+                    arr += dtype(self._mean)
+                out = paddle.to_tensor(arr.reshape(shape), place=paddle.CPUPlace())
+                if out.dtype != var.dtype:  # half precision: drawn in float32, rounded once
+                    out = out.astype(var.dtype)
+                out._share_underline_tensor_to(var)
+                return None
+
+        _normal_class = TorchNormal
+    return _normal_class(mean, std)
+
+
+def _expected_cpu(paddle: Any) -> bool:
+    try:
+        from paddle.base.framework import _current_expected_place
+    except ImportError:  # pragma: no cover - a Paddle without paddle.base
+        return False
+    place = _current_expected_place()
+    if isinstance(place, paddle.CPUPlace):  # Paddle 2.6 returns the specific place type
+        return True
+    is_cpu = getattr(place, "is_cpu_place", None)
+    return bool(is_cpu()) if is_cpu is not None else False
 
 
 def bias_initializer(kind: str, weight_shape: Any) -> tuple[Any, str]:

@@ -229,3 +229,53 @@ def test_gradients_and_optimizer_still_work_after_reinit():
 def test_bad_input():
     with pytest.raises(TypeError, match="torch_init\\(\\): layer must be a paddle.nn.Layer, got Tensor"):
         torch_init(paddle.ones([2]))
+
+
+# -- the N(0, 1) draw (Box-Muller on NumPy's uniforms, seeded from Paddle's generator) ----------
+
+
+def test_embedding_draw_has_torch_s_distribution():
+    """Two-sample Kolmogorov-Smirnov against torch's own Embedding init, and its tails."""
+    from scipy import stats
+
+    paddle.seed(11)
+    torch.manual_seed(11)
+    pd = paddle.nn.Embedding(2000, 256)
+    torch_init(pd)
+    w = _np(pd.weight).ravel()
+    tw = _np(torch.nn.Embedding(2000, 256).weight).ravel()
+    assert stats.ks_2samp(w, tw).pvalue > 1e-3
+    assert stats.kstest(w, "norm").pvalue > 1e-3
+    assert 4.5 < np.abs(w).max() < 5.8  # float32 Box-Muller reaches about ±5.7σ, as torch's CPU normal_
+    assert abs(np.mean(w > 3.0) - stats.norm.sf(3.0)) < 3e-4  # the tail is not thinned
+
+
+def test_normal_draw_seeded_by_paddle_and_advances_its_generator():
+    from paddlefix._torch_init import standard_normal
+
+    def draw(seed):
+        paddle.seed(seed)
+        p = paddle.create_parameter([64, 33], "float32")
+        standard_normal()(p)
+        return _np(p).copy(), _np(paddle.rand([4]))
+
+    a, after_a = draw(5)
+    b, after_b = draw(5)
+    c, _ = draw(6)
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(after_a, after_b)
+    assert not np.array_equal(a, c)
+    paddle.seed(5)
+    assert not np.array_equal(_np(paddle.rand([4])), after_a)  # the draw consumed Paddle's generator
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "float16", "bfloat16"])
+def test_normal_draw_mean_std_and_dtypes(dtype):
+    from paddlefix._torch_init import standard_normal
+
+    paddle.seed(2)
+    p = paddle.zeros([301, 257], dtype)  # odd size: one Box-Muller pair is half used
+    standard_normal(2.0, 3.0)(p)
+    assert str(p.dtype).endswith(dtype) or (dtype == "bfloat16" and "bf16" in str(p.dtype).lower())
+    v = _np(p.astype("float32")).astype("float64")
+    assert abs(v.mean() - 2.0) < 0.03 and abs(v.std() / 3.0 - 1) < TOL

@@ -59,6 +59,7 @@ from __future__ import annotations
 import functools
 import math
 import struct
+import weakref
 import warnings
 from typing import Any, Callable
 
@@ -392,16 +393,63 @@ def _f32(value: float) -> float:
 
 
 def _make_batch_norm_forward(original: Callable[..., Any]) -> Callable[..., Any]:
+    import ctypes
+
+    import numpy as np
+    import paddle
+
+    in_dynamic_mode = paddle.in_dynamic_mode
+    c_types = {paddle.float32: ctypes.c_float, paddle.float64: ctypes.c_double}
+    array_types: dict[tuple[Any, int], tuple[Any, Any]] = {}  # (dtype, channels) -> (ctypes array, NumPy dtype)
+    views: weakref.WeakKeyDictionary[Any, tuple[Any, int, Any]] = weakref.WeakKeyDictionary()
+    factors: dict[tuple[float, int], float | None] = {}
+
+    def factor_for(m: float, n: int) -> float | None:
+        """What the kernel's (1-m)·biased is multiplied by to give torch's (1-m)·unbiased."""
+        got = factors.get((m, n), 0.0)
+        if got != 0.0:
+            return got
+        kept = _f32(1.0 - _f32(m))  # the float32 (1 - momentum) Paddle's kernel multiplies by
+        value = None if kept <= 0.0 else (1.0 - m) * (n / (n - 1.0)) / kept
+        if len(factors) < 1024:
+            factors[(m, n)] = value
+        return value
+
+    def cpu_view(layer: Any, var: Any, channels: int) -> Any:
+        """A NumPy array on the variance's own memory (the kernel updates it in place), or None.
+
+        Kept per layer (weakly: nothing is added to the layer) with the tensor and address it was
+        made for: while both are the same, so is the memory (and its place), and it is reused.
+        """
+        cached = views.get(layer)
+        ptr = var.data_ptr()
+        if cached is not None and cached[0] is var and cached[1] == ptr:
+            return cached[2]
+        dtype = var.dtype
+        kind = array_types.get((dtype, channels))
+        if kind is None:
+            ctype = c_types.get(dtype)
+            if ctype is None:
+                return None
+            kind = array_types[(dtype, channels)] = (ctype * channels, np.float32 if ctype is ctypes.c_float else np.float64)
+        if not var.place.is_cpu_place() or not ptr:
+            return None
+        memory: Any = kind[0].from_address(ptr)  # a ctypes array over the variance (buffer protocol)
+        view = np.frombuffer(memory, dtype=kind[1])
+        views[layer] = (var, ptr, view)
+        return view
+
     @functools.wraps(original)
     def forward(self: Any, input: Any, *args: Any, **kwargs: Any) -> Any:
-        import paddle
-
-        var = getattr(self, "_variance", None)
+        if not self.training or not in_dynamic_mode():
+            return original(self, input, *args, **kwargs)
+        params = getattr(self, "_parameters", None)  # an instance attribute: no Layer.__getattr__
+        var = params.get("_variance") if isinstance(params, dict) else None
+        if var is None:
+            var = getattr(self, "_variance", None)
         momentum = getattr(self, "_momentum", None)
         if (
-            not self.training
-            or getattr(self, "_use_global_stats", None) is True
-            or not paddle.in_dynamic_mode()
+            getattr(self, "_use_global_stats", None) is True
             or var is None
             or len(var.shape) != 1
             or isinstance(momentum, bool)
@@ -410,7 +458,7 @@ def _make_batch_norm_forward(original: Callable[..., Any]) -> Callable[..., Any]
         ):
             return original(self, input, *args, **kwargs)
         channels = int(var.shape[0])
-        n = int(math.prod(int(d) for d in input.shape)) // max(channels, 1)
+        n = int(math.prod(input.shape)) // max(channels, 1)
         if n <= 1:
             return original(self, input, *args, **kwargs)
         # Paddle: new = m*old + (1-m)*biased, in float32.  Run it on a zeroed running variance:
@@ -418,23 +466,25 @@ def _make_batch_norm_forward(original: Callable[..., Any]) -> Callable[..., Any]
         # m*old + (1-m)*biased*n/(n-1) is computed in float64 from the untouched old value
         # (torch computes it in double on the CPU), then rounded once to the variance's dtype.
         m = float(momentum)
-        kept = _f32(1.0 - _f32(m))  # the float32 (1 - momentum) Paddle's kernel multiplies by
-        if kept <= 0.0:
+        factor = factor_for(m, n)
+        if factor is None:
             return original(self, input, *args, **kwargs)
-        factor = (1.0 - m) * (n / (n - 1.0)) / kept
-        if var.place.is_cpu_place():  # 64-ish values: numpy costs less than Paddle op dispatch
-            import numpy as np
-
-            dense, place = var.get_tensor(), paddle.CPUPlace()
-            before = var.numpy()
-            dense.set(np.zeros_like(before), place)
+        view = cpu_view(self, var, channels)
+        if view is not None:  # CPU: a handful of values, updated in place (no Paddle op dispatch)
+            ptr = views[self][1]
+            before = view.copy()
+            scaled = np.multiply(before, m, dtype=np.float64)
+            view.fill(0)
             try:
                 out = original(self, input, *args, **kwargs)
             except BaseException:
-                dense.set(before, place)
+                view[...] = before
                 raise
-            got = var.numpy().astype(np.float64)
-            dense.set((before.astype(np.float64) * m + got * factor).astype(before.dtype), place)
+            if var.data_ptr() == ptr:
+                np.add(np.multiply(view, factor, dtype=np.float64), scaled, out=view, casting="same_kind")
+            else:  # the forward gave the variance new memory: write through Paddle
+                got = var.numpy().astype(np.float64)
+                var.get_tensor().set((scaled + got * factor).astype(before.dtype), paddle.CPUPlace())
             return out
         with paddle.no_grad():
             old = var.astype("float64")

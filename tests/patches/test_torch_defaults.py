@@ -171,6 +171,35 @@ def test_batch_norm_running_stats_equal_torch(shape, paddlefix_clean):
     np.testing.assert_array_equal(before, _np(pd._variance))  # eval: nothing updated
 
 
+def test_batch_norm_variance_replaced_between_steps_still_equals_torch(paddlefix_clean):
+    """The patch writes through a NumPy view of the variance's memory: new memory must be followed."""
+    paddlefix.apply("torch_defaults")
+    paddle.seed(0)
+    pd, pt = paddle.nn.BatchNorm1D(4), torch.nn.BatchNorm1d(4)
+    rng = np.random.default_rng(1)
+    for step in range(4):
+        if step == 2:  # new values (and, for Paddle, possibly new memory) from outside
+            fresh = np.array([0.5, 2.0, 1.5, 3.0], "float32")
+            pd._variance.set_value(fresh)
+            pd._variance.get_tensor().set(fresh.copy(), paddle.CPUPlace())  # surely new memory
+            pt.running_var.copy_(torch.from_numpy(fresh))
+        x = rng.standard_normal((8, 4)).astype("float32")
+        pd(paddle.to_tensor(x))
+        pt(torch.from_numpy(x))
+    np.testing.assert_allclose(_np(pd._variance), _np(pt.running_var), atol=1e-6, rtol=0)
+
+
+def test_batch_norm_forward_that_raises_leaves_the_variance(paddlefix_clean):
+    paddlefix.apply("torch_defaults")
+    pd = paddle.nn.BatchNorm2D(3)
+    pd(paddle.randn([4, 3, 2, 2]))
+    before = _np(pd._variance).copy()
+    with pytest.raises(Exception):
+        pd(paddle.randn([4, 5, 2, 2]))  # wrong channel count: Paddle's kernel refuses
+    np.testing.assert_array_equal(_np(pd._variance), before)
+    assert not [k for k in vars(pd) if "paddlefix" in k]  # nothing added to the layer
+
+
 # -- (c) clear_grad -----------------------------------------------------------------------------
 
 OPTIMIZERS = {
