@@ -121,16 +121,6 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    """Resolve the public names of ``_LAZY`` on first use (keeps ``import paddlefix`` cheap)."""
-    target = _LAZY.get(name)
-    if target is None:
-        raise AttributeError(f"module 'paddlefix' has no attribute {name!r}")
-    import importlib
+from ._lazy import lazy_names as _lazy_names  # noqa: E402
 
-    module = importlib.import_module(target)
-    return module if target.endswith("." + name) else getattr(module, name)
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = _lazy_names(__name__, _LAZY, globals())  # keeps ``import paddlefix`` cheap

@@ -45,7 +45,6 @@ import io
 import json
 import math
 import os
-import secrets
 import sys
 import warnings
 from collections.abc import Mapping
@@ -54,6 +53,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from ._errors import PaddlefixWarning
+from ._files import open_npz, write_atomic
 
 __all__ = ["capture", "load", "describe", "inspect_command", "TARGETS", "FORMAT", "FORMAT_VERSION"]
 
@@ -269,29 +269,8 @@ def capture(
 
 
 def _write_atomic(path: str, members: dict[str, np.ndarray], *, overwrite: bool, compress: bool) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-    while True:
-        tmp = os.path.join(folder, f".{os.path.basename(path)}.{secrets.token_hex(6)}.tmp")
-        try:
-            fd = os.open(tmp, flags, 0o666)  # mode 0o666 & ~umask, like open(path, "wb")
-            break
-        except FileExistsError:
-            continue
-    try:
-        with os.fdopen(fd, "wb") as f:
-            (np.savez_compressed if compress else np.savez)(f, **members)  # type: ignore[arg-type]
-            f.flush()
-            os.fsync(f.fileno())
-        if not overwrite and os.path.lexists(path):  # appeared while we were capturing
-            raise FileExistsError(f"{path} already exists; pass overwrite=True to replace it")
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    save = np.savez_compressed if compress else np.savez
+    write_atomic(path, lambda f: save(f, **members), overwrite=overwrite)  # type: ignore[arg-type]
 
 
 # --------------------------------------------------------------------------- load
@@ -309,13 +288,7 @@ def _read(path: str | os.PathLike) -> tuple[dict, dict[str, np.ndarray]]:
     if os.path.isdir(path):
         raise ValueError(f"{path} is a directory, not a paddlefix fakedata file")
     try:
-        try:
-            loaded = np.load(path, allow_pickle=False)
-        except Exception as exc:
-            raise _BadFile(f"not an .npz archive ({type(exc).__name__}: {exc})") from exc
-        if not isinstance(loaded, np.lib.npyio.NpzFile):
-            raise _BadFile("a single .npy array, not an .npz archive")
-        with loaded as archive:
+        with open_npz(path, _BadFile) as archive:
             names = set(archive.files)
             if _MANIFEST not in names:
                 raise _BadFile(f"no {_MANIFEST} manifest (an .npz written by something else)")

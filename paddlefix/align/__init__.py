@@ -11,7 +11,6 @@ Importing this package imports neither paddle nor torch: they are imported when 
 
 from __future__ import annotations
 
-from typing import Any
 
 __all__ = [
     "pair",
@@ -49,16 +48,6 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    target = _LAZY.get(name)
-    if target is None:
-        raise AttributeError(f"module 'paddlefix.align' has no attribute {name!r}")
-    import importlib
+from .._lazy import lazy_names as _lazy_names  # noqa: E402
 
-    value = getattr(importlib.import_module(target, __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = _lazy_names(__name__, _LAZY, globals())

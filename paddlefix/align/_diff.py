@@ -55,7 +55,7 @@ steps' forward / loss / backward differences are marked ``follows``, not new div
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any, NamedTuple, cast
+from typing import TYPE_CHECKING, Any, Iterator, NamedTuple, cast
 
 from ._errors import AlignError
 from ._metrics import Metrics, _at, check_tolerance, missing_metrics, reduce_broadcast, tensor_metrics, work_dtype
@@ -294,19 +294,23 @@ class _Differ:
                     f"{len(da)} decayed; {len(only_pd)} only here: {', '.join(only_pd[:4])}",
                     f"{len(db)} decayed; {len(only_pt)} only here: {', '.join(only_pt[:4])}"))
 
-    # ------------------------------------------------------------------ forward
-    def forward(self, s: int, follows: bool) -> None:
-        ps, ts = self.pd.steps[s], self.pt.steps[s]
-        pt_events = {(e.path, e.call): e for e in ts.forward}
-        rows: list[tuple[Row, list[int], bool]] = []
+    def _paired_rows(self, phase: str, s: int, mine: list[Any], theirs: list[Any]) -> Iterator[tuple[Row, Any, Any, Any]]:
+        """(row, Paddle event, torch event or None, pair) for each Paddle event of a paired module, in order."""
+        by_key = {(e.path, e.call): e for e in theirs}
         order = 0
-        for ev in ps.forward:
+        for ev in mine:
             pair = self.view.by_paddle.get(ev.path)
             if pair is None:
                 continue
-            te = pt_events.get((pair.torch_path, ev.call))
-            row = Row("forward", s, order, ev.path, pair.torch_path, pair.paddle_type, ev.call)
+            yield (Row(phase, s, order, ev.path, pair.torch_path, pair.paddle_type, ev.call), ev,
+                   by_key.get((pair.torch_path, ev.call)), pair)
             order += 1
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, s: int, follows: bool) -> None:
+        ps, ts = self.pd.steps[s], self.pt.steps[s]
+        rows: list[tuple[Row, list[int], bool]] = []
+        for row, ev, te, pair in self._paired_rows("forward", s, ps.forward, ts.forward):
             if te is None:
                 row.status, row.what = "fail", "call"
                 row.note = f"call {ev.call} of {pair.torch_path or '(model)'} did not happen on the torch side"
@@ -326,7 +330,7 @@ class _Differ:
         # the model outputs (unless the root module is paired: its row is the same tensors)
         root_paired = self.view.by_paddle.get("") is not None and any(e.path == "" for e in ps.forward)
         if (ps.output or ts.output) and not root_paired:
-            row = Row("forward", s, order, "", "", "(model output)", 0)
+            row = Row("forward", s, len(rows), "", "", "(model output)", 0)
             bad = self._compare_list(row, ps.output, ts.output, "model_output", outputs=True)
             row.status = ("follows" if follows else "fail") if bad else "ok"
             self.rows.append(row)
@@ -437,16 +441,8 @@ class _Differ:
         ps, ts = self.pd.steps[s], self.pt.steps[s]
         if not ps.grads and not ts.grads:
             return
-        pt_grads = {(g.path, g.call): g for g in ts.grads}
         rows = []
-        order = 0
-        for g in ps.grads:
-            pair = self.view.by_paddle.get(g.path)
-            if pair is None:
-                continue
-            tg = pt_grads.get((pair.torch_path, g.call))
-            row = Row("backward", s, order, g.path, pair.torch_path, pair.paddle_type, g.call)
-            order += 1
+        for row, g, tg, _ in self._paired_rows("backward", s, ps.grads, ts.grads):
             if tg is None:
                 row.status, row.what = "fail", "grad_output"
                 row.note = "no gradient reached this module's output on the torch side"

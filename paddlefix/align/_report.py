@@ -444,19 +444,12 @@ def _reprod_log_text(pd: dict, pt: dict, verdicts: dict[str, Metrics]) -> str:
 
 
 def _write_text(path: str, text: str) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    """``text`` (UTF-8) written to ``path`` whole or not at all, its folder made if needed."""
+    from .._files import write_atomic
+
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    data = text.encode("utf-8")
+    write_atomic(path, lambda f: f.write(data))
 
 
 def _shorten(text: str, width: int) -> str:

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from .._files import open_npz
 from ..fakedata import _member, _write_atomic
 from ._trace import ForwardEvent, GradEvent, ModuleInfo, StepTrace, Trace
 
@@ -156,13 +157,7 @@ def load_trace(path: str | os.PathLike) -> Trace:
 def _load(path: str) -> Trace:
     if os.path.isdir(path):
         raise _Bad("it is a directory")
-    try:
-        loaded = np.load(path, allow_pickle=False)
-    except Exception as exc:
-        raise _Bad(f"not an .npz archive ({type(exc).__name__}: {exc})") from None
-    if not isinstance(loaded, np.lib.npyio.NpzFile):
-        raise _Bad("a single .npy array, not an .npz archive")
-    with loaded as archive:
+    with open_npz(path, _Bad) as archive:
         names = set(archive.files)
         if _MANIFEST not in names:
             hint = " (it is a fakedata batches file)" if "__paddlefix_fakedata__" in names else ""
