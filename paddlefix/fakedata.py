@@ -322,22 +322,27 @@ def _member(archive: Any, name: str) -> np.ndarray:
         raise _BadFile(f"member {name!r} is unreadable ({type(exc).__name__}: {exc}); truncated?") from exc
 
 
-def _parse_manifest(raw: np.ndarray) -> dict:
+def _read_manifest(raw: np.ndarray, fmt: str, newest: int, bad: type[Exception]) -> dict:
+    """The JSON manifest stored as a 1-d uint8 member, checked for format ``fmt`` and a version
+    this paddlefix reads (1 to ``newest``); ``bad(reason)`` raised otherwise (shared with align's trace files)."""
     if raw.dtype != np.uint8 or raw.ndim != 1:
-        raise _BadFile(f"manifest has dtype {raw.dtype} and shape {raw.shape}, expected 1-d uint8")
+        raise bad(f"manifest has dtype {raw.dtype} and shape {raw.shape}, expected 1-d uint8")
     try:
         manifest = json.loads(raw.tobytes().decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise _BadFile(f"manifest is not valid JSON ({exc})") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise _BadFile(f"manifest format is not {FORMAT!r}")
+        raise bad(f"manifest is not valid JSON ({exc})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != fmt:
+        raise bad(f"manifest format is not {fmt!r}")
     version = manifest.get("version")
     if type(version) is not int or version < 1:
-        raise _BadFile(f"manifest version {version!r} is invalid")
-    if version > FORMAT_VERSION:
-        raise _BadFile(
-            f"written by a newer paddlefix (format version {version}; this one reads up to {FORMAT_VERSION})"
-        )
+        raise bad(f"manifest version {version!r} is invalid")
+    if version > newest:
+        raise bad(f"written by a newer paddlefix (format version {version}; this one reads up to {newest})")
+    return manifest
+
+
+def _parse_manifest(raw: np.ndarray) -> dict:
+    manifest = _read_manifest(raw, FORMAT, FORMAT_VERSION, _BadFile)
     for field in ("n_batches", "requested", "n_arrays"):
         if type(manifest.get(field)) is not int or manifest[field] < 0:
             raise _BadFile(f"manifest field {field!r} is missing or invalid")

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from .._files import open_npz
-from ..fakedata import _member, _write_atomic
+from ..fakedata import _member, _read_manifest, _write_atomic
 from ._trace import ForwardEvent, GradEvent, ModuleInfo, StepTrace, Trace
 
 __all__ = ["save_trace", "load_trace", "FORMAT", "FORMAT_VERSION"]
@@ -166,20 +166,7 @@ def _load(path: str) -> Trace:
             raw = _member(archive, _MANIFEST)
         except Exception as exc:  # fakedata's _BadFile
             raise _Bad(str(exc)) from None
-        if raw.dtype != np.uint8 or raw.ndim != 1:
-            raise _Bad("the manifest is not 1-d uint8")
-        try:
-            manifest = json.loads(raw.tobytes().decode("utf-8"))
-        except (UnicodeDecodeError, ValueError) as exc:
-            raise _Bad(f"the manifest is not valid JSON ({exc})") from None
-        if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-            raise _Bad(f"the manifest format is not {FORMAT!r}")
-        version = manifest.get("version")
-        if type(version) is not int or version < 1:
-            raise _Bad(f"manifest version {version!r} is invalid")
-        if version > FORMAT_VERSION:
-            raise _Bad(f"written by a newer paddlefix (format version {version}; this one reads up to "
-                       f"{FORMAT_VERSION})")
+        manifest = _read_manifest(raw, FORMAT, FORMAT_VERSION, _Bad)
         n = manifest.get("n_arrays")
         specs = manifest.get("arrays")
         if type(n) is not int or not isinstance(specs, list) or len(specs) != n:

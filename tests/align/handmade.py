@@ -18,10 +18,11 @@ so the "correct" runs are bit-identical unless ``noise`` adds float32-rounding-l
 from __future__ import annotations
 
 from types import SimpleNamespace
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 
+from paddlefix.align._pairing import Pair, ParamPair
 from paddlefix.align._trace import ForwardEvent, GradEvent, ModuleInfo, StepTrace, Trace
 
 D_IN, D, D_OUT, N = 6, 8, 4, 5
@@ -37,22 +38,6 @@ PAIRS = [
     ("head", "head", "Linear", "Linear", "linear"),
 ]
 LINEARS = ["fc0", "blk.fc1", "blk.fc2", "head"]
-
-
-class Pair(NamedTuple):
-    paddle_path: str
-    torch_path: str
-    paddle_type: str
-    torch_type: str
-    rule: str | None
-    how: str
-
-
-class ParamPair(NamedTuple):
-    paddle_name: str
-    torch_name: str
-    how: str
-    pair: int
 
 
 def pairing(functional_act: bool = False) -> Any:
