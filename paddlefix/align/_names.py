@@ -18,7 +18,7 @@ import re
 import sys
 from typing import Any, NamedTuple
 
-__all__ = ["NameRule", "name_rules", "hf_to_paddle_paths", "paddle_to_hf_paths", "BUILTIN_RULES"]
+__all__ = ["NameRule", "Rewriter", "name_rules", "hf_to_paddle_paths", "paddle_to_hf_paths", "BUILTIN_RULES"]
 
 _LOG = logging.getLogger("paddlefix.align")
 
@@ -125,18 +125,56 @@ def _fill(template: str, indices: list[str]) -> str:
     return ".".join(next(it, part) if part == "N" else part for part in parts)
 
 
-def _rewrite(name: str, rules: list[NameRule], to_paddle: bool, params: bool) -> list[tuple[str, NameRule]]:
-    out: list[tuple[str, NameRule]] = []
+@functools.lru_cache(maxsize=64)
+def _index(rules: tuple[NameRule, ...], to_paddle: bool, params: bool) -> tuple[dict[str, tuple[int, ...]], tuple[int, ...], tuple[tuple[re.Pattern[str], str, NameRule], ...]]:
+    """The rules of one direction, indexed by the last part of their source template.
+
+    A name can only match a template ending with its own last part (or with ``N``, any index),
+    so each name is tried against those few rules only, in the rules' order.
+    """
+    compiled: list[tuple[re.Pattern[str], str, NameRule]] = []
+    by_last: dict[str, list[int]] = {}
+    wild: list[int] = []
     for rule in rules:
         src, dst = (rule.hf, rule.paddle) if to_paddle else (rule.paddle, rule.hf)
         if src.startswith("@") != params:
             continue
         src, dst = src.lstrip("@"), dst.lstrip("@")
-        m = _pattern(src).match(name)
-        if not m:
-            continue
-        prefix, indices = m.group(1), list(m.groups()[1:])
-        out.append((prefix + _fill(dst, indices), rule))
+        last = src.rpartition(".")[2]
+        (wild if last == "N" else by_last.setdefault(last, [])).append(len(compiled))
+        compiled.append((_pattern(src), dst, rule))
+    return {k: tuple(v) for k, v in by_last.items()}, tuple(wild), tuple(compiled)
+
+
+class Rewriter:
+    """``rules`` indexed once, for many names (both directions, layer paths and parameter names)."""
+
+    def __init__(self, rules: list[NameRule]) -> None:
+        key = tuple(rules)
+        self._indexes = {(to_paddle, params): _index(key, to_paddle, params) for to_paddle in (True, False) for params in (True, False)}
+
+    def rewrite(self, name: str, to_paddle: bool, params: bool = False) -> list[tuple[str, NameRule]]:
+        """Candidate names on the other side (paddlenlp when ``to_paddle``) for a layer path or,
+        ``params=True``, a full parameter name."""
+        return _apply(self._indexes[(to_paddle, params)], name)
+
+
+def _rewrite(name: str, rules: list[NameRule], to_paddle: bool, params: bool) -> list[tuple[str, NameRule]]:
+    return _apply(_index(tuple(rules), to_paddle, params), name)
+
+
+def _apply(index: Any, name: str) -> list[tuple[str, NameRule]]:
+    by_last, wild, compiled = index
+    last = name.rpartition(".")[2]
+    tried = by_last.get(last, ())
+    if wild and last.isdigit():
+        tried = tuple(sorted(tried + wild))
+    out: list[tuple[str, NameRule]] = []
+    for i in tried:
+        pattern, dst, rule = compiled[i]
+        m = pattern.match(name)
+        if m:
+            out.append((m.group(1) + _fill(dst, list(m.groups()[1:])), rule))
     return out
 
 

@@ -28,7 +28,7 @@ from typing import Any, Callable, Mapping, NamedTuple, Optional, Sequence, Union
 
 from . import rules as _rules
 from ._errors import TransferError
-from ._names import hf_to_paddle_paths, name_rules, paddle_to_hf_paths
+from ._names import Rewriter, name_rules
 from .adapters import adapter_for, framework_of
 
 __all__ = ["Pair", "ParamPair", "Missing", "Pairing", "pair", "MappingArg"]
@@ -102,9 +102,14 @@ class _Side:
     units: dict[str, _Unit]
     layers: list[tuple[str, Any]] = field(default_factory=list)
 
+    _shapes: dict[str, tuple[int, ...]] = field(default_factory=dict, repr=False, compare=False)
+
     def shape(self, name: str) -> tuple[int, ...]:
-        t = self.tensors[name]
-        return tuple(int(d) for d in t.shape)
+        """The shape of entry ``name`` (read once: a side's tensors do not change while it is paired)."""
+        shape = self._shapes.get(name)
+        if shape is None:
+            shape = self._shapes[name] = tuple(int(d) for d in self.tensors[name].shape)
+        return shape
 
     def canonical(self, name: str) -> str:
         return self.alias.get(name, name)
@@ -354,6 +359,7 @@ class _Pairer:
             self.munits.setdefault(path, {})[local] = n
         paddle_model = dst.model if dst.framework == "paddle" else src.model
         self.name_rules = name_rules(paddle_model)
+        self._rewriter = Rewriter(self.name_rules)
         self.steps: list[_Step] = []
         self.done: set[str] = set()  # destination canonical names set
         self.used: set[str] = set()  # source names used
@@ -365,9 +371,7 @@ class _Pairer:
     def _to_src_paths(self, dst_path: str, params: bool = False) -> list[str]:
         if self.same_framework:
             return []
-        if self.dst.framework == "paddle":
-            return [p for p, _ in paddle_to_hf_paths(dst_path, self.name_rules, params=params)]
-        return [p for p, _ in hf_to_paddle_paths(dst_path, self.name_rules, params=params)]
+        return [p for p, _ in self._rewriter.rewrite(dst_path, self.dst.framework != "paddle", params)]
 
     def _rule(self, d: _Unit, s_type: str | None, s_qual: str | None) -> Any:
         if self.same_framework:
@@ -448,23 +452,29 @@ class _Pairer:
         dst = self.dst
         d_layers = dst.layers or [(u.path, u.layer) for u in dst.units.values()]
         ad = adapter_for(dst.model) if dst.model is not None else None
+        matched: dict[tuple[str, str], bool] = {}  # (type, qualified type) -> some layer-level rule names it
+        d_under: dict[str, list[str]] | None = None
+        s_under: dict[str, list[str]] | None = None
         for path, layer in d_layers:
             if ad is None:
                 break
             d_type, d_qual = ad.type_name(layer), ad.qualified_type(layer)
-            if not any(_rules._match_side(r.paddle_types if dst.framework == "paddle" else r.torch_types, d_type, d_qual) > 0
-                       for r in layered):
+            hit = matched.get((d_type, d_qual))
+            if hit is None:
+                hit = matched[(d_type, d_qual)] = any(
+                    _rules._match_side(r.paddle_types if dst.framework == "paddle" else r.torch_types, d_type, d_qual) > 0
+                    for r in layered)
+            if not hit:
                 continue
-            prefix = path + "." if path else ""
-            d_names = tuple(
-                n for n in dst.tensors if (n.startswith(prefix) or not path) and n not in dst.alias and n not in self.done
-            )
+            if d_under is None or s_under is None:  # names under each layer path, in order (built once)
+                d_under, s_under = _names_under(dst.tensors), _names_under(self.by_mapped)
+            d_names = tuple(n for n in d_under.get(path, ()) if n not in dst.alias and n not in self.done)
             if not d_names:
                 continue
             for mpath, how in [(path, "name")] + [(x, "hf-names") for x in self._to_src_paths(path)]:
                 mprefix = mpath + "." if mpath else ""
-                s_names = {m: n for m, n in self.by_mapped.items()
-                           if (m.startswith(mprefix) or not mpath) and self.src.canonical(n) == n and n not in self.used}
+                s_names = {m: n for m in s_under.get(mpath, ())
+                           if self.src.canonical(n := self.by_mapped[m]) == n and n not in self.used}
                 if not s_names:
                     continue
                 orig = self._orig_layer_path(mpath, s_names)
@@ -681,10 +691,8 @@ def _tied_duplicate(p: _Pairer, name: str, out: Pairing) -> bool:
     path, _, local = m.rpartition(".")
     if p.same_framework:
         paths = [path]
-    elif p.dst.framework == "paddle":
-        paths = [path] + [x for x, _ in hf_to_paddle_paths(path, p.name_rules)]
     else:
-        paths = [path] + [x for x, _ in paddle_to_hf_paths(path, p.name_rules)]
+        paths = [path] + [x for x, _ in p._rewriter.rewrite(path, p.dst.framework == "paddle")]
     for dp in paths:
         d_name = _join(dp, local)
         canon = p.dst.alias.get(d_name)
@@ -744,19 +752,17 @@ def _build(src: _Side, dst: _Side, mapping: MappingArg) -> Pairing:
     out.unused = [n for n in src.tensors if n in p.mapped and n not in p.used and src.canonical(n) not in used_canon]
     # missing destination names
     drops: set[str] = set()
+    unit_rule: dict[str, Any] = {}  # destination layer -> the rule of its first step that has one
+    for st in p.steps:
+        if st.rule is not None:
+            unit_rule.setdefault(st.dst_unit, st.rule)
     for d in dst.units.values():
-        s_path = p.unit_pairs.get(d.path, (None,))[0]
-        rule = None
-        for st in p.steps:
-            if st.dst_unit == d.path and st.rule is not None:
-                rule = st.rule
-                break
+        rule = unit_rule.get(d.path)
         if rule is None and d.type is not None and not p.same_framework:
             rule = p._rule(d, None, None)
         if rule is not None:
             dropped_locals = rule.drop_paddle if dst_is_paddle else rule.drop_torch
             drops.update(d.params[loc] for loc in dropped_locals if loc in d.params)
-        del s_path
     # source entries a rule drops (num_batches_tracked) are not "unused" when their layer paired
     src_drop: set[str] = set()
     for st in p.steps:
@@ -857,73 +863,89 @@ def _name_triples(st: _Step, paddle_side: _Side, torch_side: _Side, dst_is_paddl
     return [(_join(p_path, pl), _join(t_path, tl), how) for pl, tl, how in triples]
 
 
+def _names_under(names: Any) -> dict[str, list[str]]:
+    """layer path -> the names (of ``names``, in order) of the entries under it; ``""`` holds all."""
+    under: dict[str, list[str]] = {"": []}
+    for n in names:
+        under[""].append(n)
+        k = n.find(".")
+        while k >= 0:
+            under.setdefault(n[:k], []).append(n)
+            k = n.find(".", k + 1)
+    return under
+
+
 def _has_canon(side: _Side, path: str, covered: set[str]) -> bool:
     return any(f not in side.alias and f not in covered for f in side.units[path].params.values())
 
 
 def _containers(pairs: dict[str, Pair], p: _Pairer, paddle_side: _Side, torch_side: _Side, dst_is_paddle: bool) -> None:
-    # paddle canonical name -> torch canonical name
-    p2t: dict[str, str] = {}
+    # paddle canonical name -> the torch canonical names it comes from
+    p2t: dict[str, tuple[str, ...]] = {}
     for st in p.steps:
         pn, tn = (st.dst_names, st.src_names) if dst_is_paddle else (st.src_names, st.dst_names)
         for a in pn:
-            p2t[paddle_side.canonical(a)] = "+".join(sorted(torch_side.canonical(b) for b in tn))
+            p2t[paddle_side.canonical(a)] = tuple(torch_side.canonical(b) for b in tn)
 
-    def index(side: _Side) -> dict[str, set[str]]:
-        """layer path -> canonical names of every entry under it (one pass over the names)."""
-        under: dict[str, set[str]] = {}
-        for n in side.tensors:
-            c = side.canonical(n)
-            parts = n.split(".")[:-1]
-            under.setdefault("", set()).add(c)
-            for k in range(1, len(parts) + 1):
-                under.setdefault(".".join(parts[:k]), set()).add(c)
+    def index(side: _Side, through: dict[str, tuple[str, ...]] | None = None) -> dict[str, set[str] | None]:
+        """layer path -> canonical names of every entry under it (read ``through`` a mapping:
+        None for a layer holding an entry the mapping lacks)."""
+        under: dict[str, set[str] | None] = {}
+        alias = side.alias
+        for path, unit in side.units.items():  # a layer's own entries count for it and every layer above it
+            own: set[str] | None = {alias.get(n, n) for n in unit.params.values()}
+            if through is not None:
+                assert own is not None
+                own = None if any(c not in through for c in own) else {t for c in own for t in through[c]}
+            prefixes = [""]
+            k = path.find(".") if path else -2
+            while k != -2:
+                prefixes.append(path if k < 0 else path[:k])
+                k = -2 if k < 0 else path.find(".", k + 1)
+            for prefix in prefixes:
+                names = under.get(prefix, ())
+                if names is None:
+                    continue
+                if own is None:
+                    under[prefix] = None
+                elif names:
+                    names.update(own)
+                else:
+                    under[prefix] = set(own)
         return under
 
-    t_under, p_under = index(torch_side), index(paddle_side)
-
-    def rec(side: _Side, path: str) -> set[str]:
-        return (t_under if side is torch_side else p_under).get(path, set())
-
-    t_paths = [lp for lp, _ in torch_side.layers]
-    pd_paths = [lp for lp, _ in paddle_side.layers]
+    t_under, p_under = index(torch_side), index(paddle_side, p2t)
     t_key: dict[frozenset, list[str]] = {}
-    for tp in t_paths:
-        names = rec(torch_side, tp)
+    for tp, _ in torch_side.layers:
+        names = t_under.get(tp)
         if names:
             t_key.setdefault(frozenset(names), []).append(tp)
     p_key: dict[frozenset, list[str]] = {}
-    for pp in pd_paths:
-        names = rec(paddle_side, pp)
-        if not names or any(n not in p2t for n in names):
-            continue
-        mapped: set[str] = set()
-        for n in names:
-            mapped.update(p2t[n].split("+"))
-        p_key.setdefault(frozenset(mapped), []).append(pp)
+    for pp, _ in paddle_side.layers:
+        names = p_under.get(pp)
+        if names:
+            p_key.setdefault(frozenset(names), []).append(pp)
+    p_layers, t_layers = dict(paddle_side.layers), dict(torch_side.layers)
     taken_t = {x.torch_path for x in pairs.values()}
     for key, pps in p_key.items():
         tps = [t for t in t_key.get(key, []) if t not in taken_t]
         pps = [x for x in pps if x not in pairs]
         for pp, tp in zip(pps, tps):
-            pairs[pp] = Pair(pp, tp, type(dict(paddle_side.layers)[pp]).__name__,
-                             type(dict(torch_side.layers)[tp]).__name__, None, "name" if pp == tp else "structure")
+            pairs[pp] = Pair(pp, tp, type(p_layers[pp]).__name__, type(t_layers[tp]).__name__, None,
+                             "name" if pp == tp else "structure")
             taken_t.add(tp)
     # parameter-less leaves by position and type inside paired layers
-    p_layers, t_layers = dict(paddle_side.layers), dict(torch_side.layers)
-    ad_p, ad_t = adapter_for(paddle_side.model), adapter_for(torch_side.model)
+    p_leaves, t_leaves = _paramless_leaves(paddle_side), _paramless_leaves(torch_side)
     for pp, pr in list(pairs.items()):
-        pl, tl = p_layers.get(pp), t_layers.get(pr.torch_path)
-        if pl is None or tl is None:
+        pc, tc = p_leaves.get(pp), t_leaves.get(pr.torch_path)
+        if not pc or not tc:
             continue
-        pc = [(n, c) for n, c in ad_p.children(pl) if _paramless(ad_p, c)]
-        tc = [(n, c) for n, c in ad_t.children(tl) if _paramless(ad_t, c)]
         by_kind_p: dict[str, list[str]] = {}
         by_kind_t: dict[str, list[str]] = {}
-        for n, c in pc:
-            by_kind_p.setdefault(type(c).__name__.lower(), []).append(_join(pp, n))
-        for n, c in tc:
-            by_kind_t.setdefault(_torch_kind(type(c).__name__), []).append(_join(pr.torch_path, n))
+        for path, c in pc:
+            by_kind_p.setdefault(type(c).__name__.lower(), []).append(path)
+        for path, c in tc:
+            by_kind_t.setdefault(_torch_kind(type(c).__name__), []).append(path)
         for kind, plist in by_kind_p.items():
             tlist = by_kind_t.get(kind, [])
             if len(plist) == len(tlist):
@@ -933,16 +955,23 @@ def _containers(pairs: dict[str, Pair], p: _Pairer, paddle_side: _Side, torch_si
                         taken_t.add(b)
 
 
+def _paramless_leaves(side: _Side) -> dict[str, list[tuple[str, Any]]]:
+    """parent path -> (path, layer) of its children without parameters, buffers or children, in order."""
+    ad = adapter_for(side.model)
+    parents = {path.rpartition(".")[0] for path, _ in side.layers if path}
+    out: dict[str, list[tuple[str, Any]]] = {}
+    for path, layer in side.layers:
+        if path and path not in side.units and path not in parents and not ad.children(layer):
+            out.setdefault(path.rpartition(".")[0], []).append((path, layer))
+    return out
+
+
 _TORCH_KINDS = {"geluactivation": "gelu", "dropout1d": "dropout", "dropout2d": "dropout2d", "dropout3d": "dropout3d"}
 
 
 def _torch_kind(name: str) -> str:
     low = name.lower()
     return _TORCH_KINDS.get(low, low)
-
-
-def _paramless(ad: Any, layer: Any) -> bool:
-    return not ad.own_params(layer) and not ad.own_buffers(layer) and not ad.children(layer)
 
 
 def _side(obj: Any, what: str, framework_hint: str | None = None) -> _Side:

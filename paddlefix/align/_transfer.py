@@ -19,7 +19,7 @@ from typing import Any, Mapping, NamedTuple
 
 from ._errors import TransferError
 from ._pairing import MappingArg, Missing, Pairing, _pair_sides, _side, _table, _clip
-from .adapters import adapter_for, framework_of
+from .adapters import adapter_for, framework_of, paddle_adapter, torch_adapter
 
 __all__ = ["transfer", "TransferReport", "TransferError", "Copied"]
 
@@ -315,7 +315,7 @@ def _as_numpy(value: Any, share: bool = False) -> tuple[Any, bool]:
     fw = framework_of(value)
     if fw is None:
         return np.asarray(value), isinstance(value, np.ndarray)
-    ad = adapter_for(value)
+    ad = torch_adapter() if fw == "torch" else paddle_adapter()
     if fw == "torch" or share:
         view = ad.numpy_view(value)
         if view is not None:
@@ -323,8 +323,19 @@ def _as_numpy(value: Any, share: bool = False) -> tuple[Any, bool]:
     return ad.to_numpy(value), False
 
 
+_NUMPY_NAMES: dict[Any, str] = {}
+"""NumPy dtype -> its name (``str(dtype)`` runs Python code in NumPy each time)."""
+
+
+def _dtype_str(dtype: Any) -> str:
+    name = _NUMPY_NAMES.get(dtype)
+    if name is None:
+        name = _NUMPY_NAMES[dtype] = str(dtype)
+    return name
+
+
 def _assign(ad: Any, tensor: Any, arr: Any, sname: str, dname: str, how: str, temporary: bool = True) -> Copied:
-    src_dtype = str(arr.dtype)
+    src_dtype = _dtype_str(arr.dtype)
     dst_dtype = ad.dtype_name(tensor)
     ad.assign(tensor, arr, temporary=temporary)
     change = None if src_dtype == dst_dtype else f"{src_dtype} -> {dst_dtype}"

@@ -176,29 +176,43 @@ def _span(t: Any) -> tuple[int, int]:
     return lo, lo + (last + 1) * t.element_size()
 
 
-def _transpose_plan(torch: Any, dst: Any, src: Any) -> tuple[Callable[..., None], int, int, int, int, int, int] | None:
-    """(kernel, rows, cols, src, ld, dst, size) when ``src`` is a transposed matrix the kernel can copy."""
-    if dst.dim() != 2 or dst.numel() < _MIN_ELEMENTS or not _cpu_same(torch, dst, src):
+def _transpose_plan(torch: Any, dst: Any, src: Any, spans: tuple[tuple[int, int], tuple[int, int]] | None = None,
+                    same: bool | None = None) -> tuple[Callable[..., None], int, int, int, int, int, int] | None:
+    """(kernel, rows, cols, src, ld, dst, size) when ``src`` is a transposed matrix the kernel can copy.
+
+    ``spans``: ``(_span(dst), _span(src))`` and ``same``: ``_cpu_same(torch, dst, src)``, when known.
+    """
+    if dst.dim() != 2 or dst.numel() < _MIN_ELEMENTS:
+        return None
+    if not (_cpu_same(torch, dst, src) if same is None else same):
         return None
     rows, cols = int(src.shape[1]), int(src.shape[0])  # src is the transpose of a rows x cols matrix
     ld = int(src.stride(1))
     if src.stride(0) != 1 or ld < cols:
         return None
     kernel = _kernel(torch, dst.element_size())
-    if kernel is None or _overlap(_span(dst), _span(src)):
+    if kernel is None:
+        return None
+    d_span, s_span = spans if spans is not None else (_span(dst), _span(src))
+    if _overlap(d_span, s_span):
         return None  # overlapping memory: copy_ handles (or refuses) that
-    return kernel, rows, cols, int(src.data_ptr()), ld, int(dst.data_ptr()), dst.element_size()
+    return kernel, rows, cols, s_span[0], ld, d_span[0], dst.element_size()
 
 
-def _tasks(torch: Any, dst: Any, src: Any) -> list[tuple[float, _Task]]:
-    """The copy ``dst <- src`` as independent (cost, task) pieces a worker thread can run."""
-    plan = _transpose_plan(torch, dst, src)
-    nbytes = dst.numel() * dst.element_size()
+def _tasks(torch: Any, dst: Any, src: Any, spans: tuple[tuple[int, int], tuple[int, int]] | None = None) -> list[tuple[float, _Task]]:
+    """The copy ``dst <- src`` as independent (cost, task) pieces a worker thread can run.
+
+    ``spans``: ``(_span(dst), _span(src))`` when known.
+    """
+    spans = spans if spans is not None else (_span(dst), _span(src))
+    same = _cpu_same(torch, dst, src)
+    plan = _transpose_plan(torch, dst, src, spans, same)
+    nbytes = spans[0][1] - spans[0][0]
     if plan is not None:
         kernel, rows, cols, s0, ld, d0, size = plan
         return [(nbytes * _TRANSPOSE_COST, functools.partial(_tiles, kernel, rows, cols, s0, ld, d0, rows, size))]
-    if _cpu_same(torch, dst, src) and src.is_contiguous() and not _overlap(_span(dst), _span(src)):
-        d0, s0 = int(dst.data_ptr()), int(src.data_ptr())
+    if same and src.is_contiguous() and not _overlap(*spans):
+        d0, s0 = spans[0][0], spans[1][0]
         return [(float(min(_CHUNK_BYTES, nbytes - k)), functools.partial(_memmove, d0 + k, s0 + k, min(_CHUNK_BYTES, nbytes - k)))
                 for k in range(0, nbytes, _CHUNK_BYTES)]
     return [(float(nbytes), functools.partial(dst.copy_, src))]
@@ -261,11 +275,14 @@ def copy_(dst: Any, src: Any) -> None:
 # -- deferred copies ---------------------------------------------------------------------------
 
 
-def _hazard(copies: list[tuple[Any, Any]]) -> bool:
-    """Whether some copy writes memory another copy (or itself) reads or writes: then order matters."""
+def _hazard(copies: list[tuple[Any, Any, tuple[tuple[int, int], tuple[int, int]]]]) -> bool:
+    """Whether some copy writes memory another copy (or itself) reads or writes: then order matters.
+
+    ``copies``: (dst, src, (dst span, src span)).
+    """
     spans = []
-    for dst, src in copies:
-        for span, writes in ((_span(dst), True), (_span(src), False)):
+    for _, _, (d_span, s_span) in copies:
+        for span, writes in ((d_span, True), (s_span, False)):
             if span[1] > span[0]:
                 spans.append((span[0], span[1], writes))
     spans.sort()
@@ -289,11 +306,12 @@ class _Batch:
     def __init__(self, torch: Any, workers: int) -> None:
         self._torch = torch
         self._workers = workers
-        self._copies: list[tuple[Any, Any]] = []
+        self._copies: list[tuple[Any, Any, tuple[tuple[int, int], tuple[int, int]]]] = []
         self._bytes = 0
 
     def submit(self, dst: Any, src: Any, temporary: bool) -> None:
-        self._copies.append((dst, src))
+        spans = (_span(dst), _span(src))
+        self._copies.append((dst, src, spans))
         if temporary:
             self._bytes += src.numel() * src.element_size()
         if self._bytes >= _PENDING_BYTES:
@@ -310,14 +328,14 @@ class _Batch:
         torch = self._torch
         if _hazard(copies):
             with torch.no_grad():
-                for dst, src in copies:
+                for dst, src, _ in copies:
                     copy_(dst, src)
             return
-        tasks = [task for dst, src in copies for task in _tasks(torch, dst, src)]
+        tasks = [task for dst, src, spans in copies for task in _tasks(torch, dst, src, spans)]
         try:
             _run_tasks(torch, tasks, self._workers)
         finally:
-            for dst, _ in copies:
+            for dst, _, _ in copies:
                 _bump(torch, dst)
 
 

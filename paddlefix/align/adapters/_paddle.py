@@ -10,6 +10,7 @@ import numpy as np
 import paddle
 
 from ._common import LayerAdapterBase
+from ._fastcopy import copy_later
 
 __all__ = ["PaddleAdapter"]
 
@@ -71,7 +72,7 @@ def torch_view(tensor: Any) -> Any:
         view = torch.utils.dlpack.from_dlpack(paddle.utils.dlpack.to_dlpack(tensor))
     except Exception:  # any refusal (device, dtype, distributed tensor, old Paddle): the other path
         return None
-    if view.device.type != "cpu" or not view.is_contiguous() or tuple(view.shape) != tuple(int(d) for d in tensor.shape):
+    if view.device.type != "cpu" or not view.is_contiguous() or list(view.shape) != list(tensor.shape):
         return None
     return view
 
@@ -100,10 +101,8 @@ def _copy_into_view(tensor: Any, arr: np.ndarray, dtype: str, temporary: bool = 
     view = torch_view(tensor)
     if view is None or view.dtype != src.dtype or np.may_share_memory(view.numpy(), arr):
         return False  # an overlapping source is copied first, by the other path
-    from ._fastcopy import copy_later
-
-    with torch.no_grad():
-        copy_later(view, src, temporary=temporary)  # on a worker thread inside ``PaddleAdapter.batched()``
+    # Neither side requires grad (a DLPack view, an array): no autograd record, in any grad mode.
+    copy_later(view, src, temporary=temporary)  # on a worker thread inside ``PaddleAdapter.batched()``
     return True
 
 
