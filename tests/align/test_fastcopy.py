@@ -207,3 +207,92 @@ def test_transfer_of_wide_layers_is_bit_exact_both_ways() -> None:
     align.transfer(pm, back)
     for (n, a), b in zip(tm.state_dict().items(), back.state_dict().values()):
         assert torch.equal(a.view(torch.int32), b.view(torch.int32)), n
+
+
+# -- NumPy arrays written into raw memory (a Paddle tensor's) -------------------------------------
+
+NP_DTYPES = [np.float32, np.int32, np.float16, np.int16, np.uint8, np.int8, np.bool_, np.float64, np.int64]
+
+
+def _np_source(shape: tuple[int, int], dtype: Any, pad: int = 0) -> np.ndarray:
+    """A (rows, cols + pad) array sliced to (rows, cols), transposed: a (cols, rows) view."""
+    rows, cols = shape
+    rng = np.random.default_rng(rows * 7919 + cols)
+    base = rng.integers(0, 2**8 if dtype in (np.uint8, np.bool_) else 2**15, (rows, cols + pad))
+    return base.astype(dtype)[:, :cols].T
+
+
+@pytest.mark.parametrize("dtype", NP_DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("layout", ["contiguous", "transposed", "padded"])
+def test_arrays_written_into_raw_memory_equal_their_source(dtype: Any, layout: str) -> None:
+    src = _np_source((300, 77), dtype, pad=5 if layout == "padded" else 0)
+    if layout == "contiguous":
+        src = np.ascontiguousarray(src)
+    out = np.full(src.shape, 3, dtype=dtype)
+    handled = F.copy_array_later(out.ctypes.data, src)
+    transposes = np.dtype(dtype).itemsize in (1, 2, 4) and F.fast_transpose_available(np.dtype(dtype).itemsize)
+    assert handled is (layout == "contiguous" or transposes)
+    if handled:
+        assert np.array_equal(out.view(np.uint8), np.ascontiguousarray(src).view(np.uint8))
+    else:
+        assert (out == 3).all()  # nothing written: the caller takes another path
+
+
+def test_layouts_and_memory_it_does_not_handle_are_left_to_the_caller() -> None:
+    a = np.arange(64 * 64, dtype=np.float32).reshape(64, 64)
+    before = a.copy()
+    assert F.copy_array_later(a.ctypes.data, a.T) is False  # the destination is the source's memory
+    assert F.copy_array_later(a.ctypes.data, a[::-1]) is False  # negative strides
+    cube = np.ones((4, 8, 16), np.float32).transpose(2, 0, 1)
+    assert F.copy_array_later(np.empty(cube.shape, np.float32).ctypes.data, cube) is False  # a 3-D permutation
+    assert F.copy_array_later(a.ctypes.data, np.empty((0, 3), np.float32)) is False  # nothing to copy
+    c = np.ones((30, 20), np.complex64)
+    assert F.copy_array_later(np.empty_like(c).ctypes.data, c) is False
+    assert np.array_equal(a, before)
+
+
+def test_raw_copies_wait_for_the_block_keep_their_source_alive_and_their_order() -> None:
+    first = np.zeros((300, 200), np.float32)
+    second = np.zeros((200, 300), np.float32)
+    with F.deferred():
+        temp = np.ones((200, 300), np.float32) * 7
+        assert F.copy_array_later(first.ctypes.data, temp.T, temporary=True)
+        del temp  # the block keeps it until the copy ran
+        assert F.copy_array_later(second.ctypes.data, first.T, temporary=False)  # reads what the first writes
+        if F._workers(torch) >= 2:
+            assert not first.any()  # not yet: at the end of the block
+    assert (first == 7).all() and (second == 7).all()
+
+
+def test_raw_and_tensor_copies_run_together() -> None:
+    big = [(np.empty((s[1], s[0]), np.float32), _np_source(s, np.float32)) for s in [(768, 768), (3072, 768)] * 2]
+    tensors = [(torch.empty(s[1], s[0]), _source(s, torch.float32)) for s in [(768, 768), (513, 257)]]
+    with torch.no_grad(), F.deferred():
+        for out, src in big:
+            assert F.copy_array_later(out.ctypes.data, src, temporary=False)
+        for dst, tsrc in tensors:
+            F.copy_later(dst, tsrc, temporary=False)
+    for out, src in big:
+        assert np.array_equal(out, src)
+    for dst, tsrc in tensors:
+        assert torch.equal(dst, tsrc)
+
+
+def test_a_paddle_tensor_is_written_through_its_own_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    from paddlefix.align.adapters import _paddle as P
+
+    t = paddle.zeros([3072, 768], dtype="float32")
+    view = P.torch_view(t)
+    assert view is not None and int(t.data_ptr()) == view.data_ptr()  # the address written is the tensor's
+    src = _np_source((768, 3072), np.float32)
+    made: list[Any] = []
+    real_view = P.torch_view
+    monkeypatch.setattr(P, "torch_view", lambda tensor: made.append(tensor) or real_view(tensor))
+    with F.deferred():
+        assert P._copy_into_view(t, src, "float32", temporary=False)
+    assert made == []  # no torch view was needed
+    assert np.array_equal(t.numpy(), src)
+    cube = np.arange(4 * 8 * 16, dtype=np.float32).reshape(4, 8, 16).transpose(2, 0, 1)
+    c = paddle.zeros([16, 4, 8], dtype="float32")
+    assert P._copy_into_view(c, cube, "float32")  # a layout only torch copies: through a torch view
+    assert len(made) == 1 and np.array_equal(c.numpy(), cube)

@@ -11,6 +11,8 @@ computed: the result is bit for bit torch's.
 
 Inside a :func:`deferred` block, copies are collected and run together over
 ``torch.get_num_threads()`` threads (ctypes and ``memmove`` release the GIL), largest first.
+:func:`copy_array_later` writes a NumPy array straight into raw memory (a Paddle tensor's): no
+torch tensor is made for either side, which is most of the Python cost of a copy.
 """
 
 from __future__ import annotations
@@ -25,9 +27,9 @@ import os
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, NamedTuple
 
-__all__ = ["copy_", "copy_later", "deferred", "fast_transpose_available"]
+__all__ = ["copy_", "copy_later", "copy_array_later", "deferred", "fast_transpose_available"]
 
 _log = logging.getLogger("paddlefix")
 
@@ -260,7 +262,13 @@ def copy_(dst: Any, src: Any) -> None:
     if plan is None:
         dst.copy_(src)
         return
-    kernel, rows, cols, s0, ld, d0, size = plan
+    _transpose_now(torch, *plan)
+    _bump(torch, dst)
+
+
+def _transpose_now(torch: Any, kernel: Callable[..., None], rows: int, cols: int, s0: int, ld: int, d0: int,
+                   size: int) -> None:
+    """Run one transpose at once, split over the threads when it is big."""
     parts = min(_workers(torch), rows // _TILE) if rows * cols >= _SPLIT_ELEMENTS else 1
     if parts <= 1:
         _tiles(kernel, rows, cols, s0, ld, d0, rows, size)
@@ -269,19 +277,79 @@ def copy_(dst: Any, src: Any) -> None:
         _run_tasks(torch, [(float(b - a), functools.partial(_tiles, kernel, b - a, cols, s0 + a * ld * size, ld,
                                                              d0 + a * size, rows, size))
                            for a, b in zip(cuts, cuts[1:])], parts)
-    _bump(torch, dst)
+
+
+# -- copies of NumPy arrays into raw memory ---------------------------------------------------
+
+
+def _array_plan(torch: Any, ptr: int, arr: Any) -> tuple[tuple[tuple[int, int], tuple[int, int]], list[tuple[float, _Task]], Any] | None:
+    """((dst span, src span), tasks, transpose plan or None) writing ``arr`` into the C-contiguous
+    memory at ``ptr``; None for a layout, size or dtype handled elsewhere, or overlapping memory."""
+    size = arr.itemsize
+    nbytes = arr.nbytes
+    if nbytes == 0 or arr.dtype.kind not in "biuf":
+        return None
+    s0 = arr.ctypes.data
+    d_span = (ptr, ptr + nbytes)
+    if arr.flags.c_contiguous:
+        s_span = (s0, s0 + nbytes)
+        if _overlap(d_span, s_span):
+            return None
+        tasks: list[tuple[float, _Task]] = [
+            (float(min(_CHUNK_BYTES, nbytes - k)), functools.partial(_memmove, ptr + k, s0 + k, min(_CHUNK_BYTES, nbytes - k)))
+            for k in range(0, nbytes, _CHUNK_BYTES)]
+        return (d_span, s_span), tasks, None
+    if arr.ndim != 2:
+        return None
+    (cols, rows), (st0, st1) = arr.shape, arr.strides  # arr is the transpose of a rows x cols matrix
+    if st0 != size or st1 % size or st1 // size < cols:
+        return None
+    ld = st1 // size
+    kernel = _kernel(torch, size)
+    if kernel is None:
+        return None
+    s_span = (s0, s0 + ((cols - 1) * st0 + (rows - 1) * st1) + size)
+    if _overlap(d_span, s_span):
+        return None
+    plan = (kernel, rows, cols, s0, ld, ptr, size)
+    return (d_span, s_span), [(nbytes * _TRANSPOSE_COST, functools.partial(_tiles, *plan[:6], rows, size))], plan
+
+
+def copy_array_later(ptr: int, arr: Any, temporary: bool = True) -> bool:
+    """Write NumPy array ``arr`` into the C-contiguous memory at ``ptr`` (``arr``'s shape and dtype).
+
+    For memory no torch tensor describes (a Paddle tensor's): no tensor is made for either side.
+    Inside a :func:`deferred` block the copy runs at its end (``arr`` is kept alive until then);
+    outside one, at once. Handles C-contiguous arrays and transposed matrices (the vectorised
+    transpose) of 1-, 2-, 4- and 8-byte numbers (a transpose: 1-, 2-, 4-byte); returns False,
+    copying nothing, for other layouts, for memory shared with ``arr``, or without torch (whose
+    library holds the transpose). The caller keeps the memory at ``ptr`` valid until the copy ran.
+    """
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return False
+    planned = _array_plan(torch, ptr, arr)
+    if planned is None:
+        return False
+    spans, tasks, plan = planned
+    batch = _current.get()
+    if batch is not None:
+        batch.add(_Copy(spans, tasks, None, arr, arr.nbytes if temporary else 0))
+    elif plan is not None:
+        _transpose_now(torch, *plan)
+    else:
+        for _, task in tasks:
+            task()
+    return True
 
 
 # -- deferred copies ---------------------------------------------------------------------------
 
 
-def _hazard(copies: list[tuple[Any, Any, tuple[tuple[int, int], tuple[int, int]]]]) -> bool:
-    """Whether some copy writes memory another copy (or itself) reads or writes: then order matters.
-
-    ``copies``: (dst, src, (dst span, src span)).
-    """
+def _hazard(copies: list[_Copy]) -> bool:
+    """Whether some copy writes memory another copy (or itself) reads or writes: then order matters."""
     spans = []
-    for _, _, (d_span, s_span) in copies:
+    for d_span, s_span in (c.spans for c in copies):
         for span, writes in ((d_span, True), (s_span, False)):
             if span[1] > span[0]:
                 spans.append((span[0], span[1], writes))
@@ -296,6 +364,21 @@ def _hazard(copies: list[tuple[Any, Any, tuple[tuple[int, int], tuple[int, int]]
     return False
 
 
+class _Copy(NamedTuple):
+    """One collected copy."""
+
+    spans: tuple[tuple[int, int], tuple[int, int]]
+    """(destination span, source span), bytes."""
+    tasks: list[tuple[float, _Task]]
+    """The copy as (cost, task) pieces, in an order that also works one after the other."""
+    dst: Any
+    """The destination torch tensor (its version counter is bumped after the copy), or None."""
+    keep: Any
+    """Whatever must stay alive until the copy ran (the source)."""
+    temporary: int
+    """Bytes of the source that are a temporary (freed once copied)."""
+
+
 class _Batch:
     """Copies collected, then run together on worker threads while the caller waits.
 
@@ -306,14 +389,17 @@ class _Batch:
     def __init__(self, torch: Any, workers: int) -> None:
         self._torch = torch
         self._workers = workers
-        self._copies: list[tuple[Any, Any, tuple[tuple[int, int], tuple[int, int]]]] = []
+        self._copies: list[_Copy] = []
         self._bytes = 0
 
     def submit(self, dst: Any, src: Any, temporary: bool) -> None:
         spans = (_span(dst), _span(src))
-        self._copies.append((dst, src, spans))
-        if temporary:
-            self._bytes += src.numel() * src.element_size()
+        self.add(_Copy(spans, _tasks(self._torch, dst, src, spans), dst, src,
+                       src.numel() * src.element_size() if temporary else 0))
+
+    def add(self, copy: _Copy) -> None:
+        self._copies.append(copy)
+        self._bytes += copy.temporary
         if self._bytes >= _PENDING_BYTES:
             self.flush()
 
@@ -328,15 +414,18 @@ class _Batch:
         torch = self._torch
         if _hazard(copies):
             with torch.no_grad():
-                for dst, src, _ in copies:
-                    copy_(dst, src)
+                for c in copies:  # in order, each one's pieces one after the other
+                    for _, task in c.tasks:
+                        task()
+                    if c.dst is not None:
+                        _bump(torch, c.dst)
             return
-        tasks = [task for dst, src, spans in copies for task in _tasks(torch, dst, src, spans)]
         try:
-            _run_tasks(torch, tasks, self._workers)
+            _run_tasks(torch, [task for c in copies for task in c.tasks], self._workers)
         finally:
-            for dst, _, _ in copies:
-                _bump(torch, dst)
+            for c in copies:
+                if c.dst is not None:
+                    _bump(torch, c.dst)
 
 
 _current: contextvars.ContextVar[_Batch | None] = contextvars.ContextVar("paddlefix_copy_batch", default=None)

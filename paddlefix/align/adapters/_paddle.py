@@ -10,7 +10,7 @@ import numpy as np
 import paddle
 
 from ._common import LayerAdapterBase
-from ._fastcopy import copy_later
+from ._fastcopy import copy_array_later, copy_later
 
 __all__ = ["PaddleAdapter"]
 
@@ -78,17 +78,25 @@ def torch_view(tensor: Any) -> Any:
 
 
 def _copy_into_view(tensor: Any, arr: np.ndarray, dtype: str, temporary: bool = True) -> bool:
-    """Copy ``arr`` into ``tensor`` through a torch view of its memory, in one pass; False if not possible.
+    """Copy ``arr`` into ``tensor``'s memory, in one pass; False if not possible.
 
-    A transposed ``arr`` (a weight in the other layout) is written by a vectorised transposing
-    copy (``_fastcopy``) straight into the destination, with no contiguous temporary. Values are copied, never
-    computed (same dtype only): bit-exact.
+    A contiguous ``arr`` or a transposed matrix (a weight in the other layout) is written straight
+    into the memory of a dense CPU tensor (a vectorised transposing copy, ``_fastcopy``); other
+    layouts go through a torch view of that memory. No contiguous temporary either way. Values
+    are copied, never computed (same dtype only): bit-exact.
     """
     if dtype == "bfloat16" or arr.dtype != np.dtype(dtype) or arr.dtype.kind not in "biuf" or arr.size == 0:
         return False
     torch = sys.modules.get("torch")
     if torch is None:
         return False
+    try:
+        dense = tensor.place.is_cpu_place() and tensor._is_initialized() and (
+            not hasattr(tensor, "is_contiguous") or tensor.is_contiguous())
+    except Exception:  # a tensor that cannot say (a distributed tensor): the other paths
+        dense = False
+    if dense and copy_array_later(int(tensor.data_ptr()), arr, temporary):
+        return True  # straight into the tensor's memory (no torch view made: the common case)
     try:
         if arr.flags.writeable:
             src = torch.from_numpy(arr)
