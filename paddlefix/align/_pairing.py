@@ -22,6 +22,7 @@ the first name in registration order is canonical, the others are listed in ``ti
 from __future__ import annotations
 
 import difflib
+import functools
 import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, NamedTuple, Optional, Sequence, Union
@@ -224,10 +225,14 @@ class Pairing:
     """
 
     def __init__(self) -> None:
-        self.pairs: list[Pair] = []
-        self.params: list[ParamPair] = []
-        self.unpaired_paddle: list[str] = []
-        self.unpaired_torch: list[str] = []
+        self._pairs: list[Pair] = []
+        self._params: list[ParamPair] = []
+        self._unpaired_paddle: list[str] = []
+        self._unpaired_torch: list[str] = []
+        self._rows: list[tuple[str, str, str, str]] = []
+        """(paddle name, torch name, transform, paddle layer) per destination entry, in step order."""
+        self._finish: Callable[[], None] | None = None
+        """Computes the four layer-level lists on first use (``transfer`` needs none of them)."""
         self.missing: list[Missing] = []
         self.unused: list[str] = []
         self.dropped: list[str] = []
@@ -240,6 +245,56 @@ class Pairing:
         self._steps: list[_Step] = []
         self._src: _Side | None = None
         self._dst: _Side | None = None
+
+    def _complete(self) -> None:
+        finish, self._finish = self._finish, None
+        if finish is not None:
+            finish()
+
+    @property
+    def pairs(self) -> list[Pair]:
+        """Layers paired (leaves with parameters, containers, parameter-less leaves), in the Paddle
+        model's registration order."""
+        self._complete()
+        return self._pairs
+
+    @pairs.setter
+    def pairs(self, value: list[Pair]) -> None:
+        self._complete()
+        self._pairs = value
+
+    @property
+    def params(self) -> list[ParamPair]:
+        """Every destination parameter / buffer and the source entry setting it."""
+        self._complete()
+        return self._params
+
+    @params.setter
+    def params(self, value: list[ParamPair]) -> None:
+        self._complete()
+        self._params = value
+
+    @property
+    def unpaired_paddle(self) -> list[str]:
+        """Paths of Paddle layers with own parameters left unpaired."""
+        self._complete()
+        return self._unpaired_paddle
+
+    @unpaired_paddle.setter
+    def unpaired_paddle(self, value: list[str]) -> None:
+        self._complete()
+        self._unpaired_paddle = value
+
+    @property
+    def unpaired_torch(self) -> list[str]:
+        """Paths of torch layers with own parameters left unpaired."""
+        self._complete()
+        return self._unpaired_torch
+
+    @unpaired_torch.setter
+    def unpaired_torch(self, value: list[str]) -> None:
+        self._complete()
+        self._unpaired_torch = value
 
     # -- lookups -------------------------------------------------------------------------
     def for_paddle(self, path: str) -> Pair | None:
@@ -789,8 +844,30 @@ def _build(src: _Side, dst: _Side, mapping: MappingArg) -> Pairing:
             cands = _candidates(src, out.unused, full, dst.shape(full))
         out.missing.append(Missing(full, reason, cands))
 
-    _pairs_and_params(out, p, src, dst)
+    out._rows = _param_rows(p, src, dst)
+    out._finish = functools.partial(_pairs_and_params, out, p, src, dst)
     return out
+
+
+def _param_rows(p: _Pairer, src: _Side, dst: _Side) -> list[tuple[str, str, str, str]]:
+    """(paddle name, torch name, transform, paddle layer) for every destination entry, in step order."""
+    paddle_side, torch_side = (dst, src) if dst.framework == "paddle" else (src, dst)
+    dst_is_paddle = dst.framework == "paddle"
+    rows: list[tuple[str, str, str, str]] = []
+    for st in p.steps:
+        pp = st.dst_unit if dst_is_paddle else st.src_unit
+        if len(st.dst_names) == 1 and len(st.src_names) == 1:
+            dn, sn = st.dst_names[0], st.src_names[0]
+            rows.append((*((dn, sn) if dst_is_paddle else (sn, dn)), st.how, pp))
+            continue
+        triples = _name_triples(st, paddle_side, torch_side, dst_is_paddle)
+        if triples:
+            rows.extend((pn, tn, how, pp) for pn, tn, how in triples)
+            continue
+        for dn in st.dst_names:
+            sn = "+".join(st.src_names)
+            rows.append((*((dn, sn) if dst_is_paddle else (sn, dn)), st.how, pp))
+    return rows
 
 
 def _pairs_and_params(out: Pairing, p: _Pairer, src: _Side, dst: _Side) -> None:
@@ -825,28 +902,14 @@ def _pairs_and_params(out: Pairing, p: _Pairer, src: _Side, dst: _Side) -> None:
     order = {path: i for i, (path, _) in enumerate(paddle_side.layers)}
     if not order:
         order = {path: i for i, path in enumerate(paddle_side.units)}
-    out.pairs = sorted(pairs.values(), key=lambda x: order.get(x.paddle_path, len(order)))
-    index = {x.paddle_path: i for i, x in enumerate(out.pairs)}
-    for st in p.steps:
-        pp = st.dst_unit if dst_is_paddle else st.src_unit
-        k = index.get(pp, -1)
-        if len(st.dst_names) == 1 and len(st.src_names) == 1:
-            dn, sn = st.dst_names[0], st.src_names[0]
-            out.params.append(ParamPair(*((dn, sn) if dst_is_paddle else (sn, dn)), st.how, k))
-        else:
-            triples = _name_triples(st, paddle_side, torch_side, dst_is_paddle)
-            if triples:
-                for pn, tn, how in triples:
-                    out.params.append(ParamPair(pn, tn, how, k))
-                continue
-            for dn in st.dst_names:
-                sn = "+".join(st.src_names)
-                out.params.append(ParamPair(*((dn, sn) if dst_is_paddle else (sn, dn)), st.how, k))
+    out._pairs = sorted(pairs.values(), key=lambda x: order.get(x.paddle_path, len(order)))
+    index = {x.paddle_path: i for i, x in enumerate(out._pairs)}
+    out._params = [ParamPair(pn, tn, how, index.get(unit, -1)) for pn, tn, how, unit in out._rows]
     paired_p = set(pairs)
     paired_t = {x.torch_path for x in pairs.values()}
     covered = p.done | p.used
-    out.unpaired_paddle = [u for u in paddle_side.units if u not in paired_p and _has_canon(paddle_side, u, covered)]
-    out.unpaired_torch = [u for u in torch_side.units if u not in paired_t and _has_canon(torch_side, u, covered)]
+    out._unpaired_paddle = [u for u in paddle_side.units if u not in paired_p and _has_canon(paddle_side, u, covered)]
+    out._unpaired_torch = [u for u in torch_side.units if u not in paired_t and _has_canon(torch_side, u, covered)]
 
 
 def _name_triples(st: _Step, paddle_side: _Side, torch_side: _Side, dst_is_paddle: bool) -> list[tuple[str, str, str]]:

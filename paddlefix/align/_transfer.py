@@ -120,7 +120,7 @@ class TransferReport:
 
 
 def _per_entry(copied: list[Copied], pairing: Pairing) -> list[Copied]:
-    """Each row with its own source entries and transform, from :attr:`Pairing.params`.
+    """Each row with its own source entries and transform, from the rows of :attr:`Pairing.params`.
 
     A whole-layer rule (packed attention projections, recurrent weights) sets its destination
     entries in one step; its rows name the source entries each destination entry comes from
@@ -135,11 +135,11 @@ def _per_entry(copied: list[Copied], pairing: Pairing) -> list[Copied]:
     sources: dict[str, list[str]] = {}
     hows: dict[str, list[str]] = {}
     names: dict[str, str] = {}
-    for pp in pairing.params:
-        d, s = (pp.paddle_name, pp.torch_name) if to_paddle else (pp.torch_name, pp.paddle_name)
+    for paddle_name, torch_name, how_, _ in pairing._rows:  # Pairing.params without the layer index
+        d, s = (paddle_name, torch_name) if to_paddle else (torch_name, paddle_name)
         key = dst.canonical(d)
         names.setdefault(key, d)  # a Paddle RNN's cell name, not its flat alias (which can mislead)
-        parts = pp.how.split("+")
+        parts = how_.split("+")
         if not to_paddle:  # the rules name the torch -> Paddle transform: read it backwards
             parts = ["join" if x == "split" else "split" if x == "join" else x for x in reversed(parts)]
         how = "+".join(parts)
