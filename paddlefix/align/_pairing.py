@@ -25,7 +25,7 @@ import difflib
 import functools
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, NamedTuple, Optional, Sequence, Union
+from typing import Any, Callable, Generic, Mapping, NamedTuple, Optional, Sequence, TypeVar, Union, overload
 
 from . import rules as _rules
 from ._errors import TransferError
@@ -205,6 +205,33 @@ def _apply_mapping(names: list[str], mapping: MappingArg) -> dict[str, str]:
     return out
 
 
+_T = TypeVar("_T")
+
+
+class _OnFirstUse(Generic[_T]):
+    """A :class:`Pairing` attribute computed, with the other three, on first use (``Pairing._finish``)."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self._attr = "_" + name
+
+    @overload
+    def __get__(self, obj: None, objtype: Any = None) -> _OnFirstUse[_T]: ...
+
+    @overload
+    def __get__(self, obj: Pairing, objtype: Any = None) -> _T: ...
+
+    def __get__(self, obj: Pairing | None, objtype: Any = None) -> _T | _OnFirstUse[_T]:
+        if obj is None:
+            return self
+        obj._complete()
+        value: _T = getattr(obj, self._attr)
+        return value
+
+    def __set__(self, obj: Pairing, value: _T) -> None:
+        obj._complete()
+        setattr(obj, self._attr, value)
+
+
 class Pairing:
     """The correspondence between a Paddle model and a torch model (or a state dict). Data first.
 
@@ -223,6 +250,11 @@ class Pairing:
             tensor twice (equal values, the destination ties them): not listed as unused.
         src / dst: ``"paddle"`` / ``"torch"`` (``src`` may be None for a NumPy state dict of unknown origin).
     """
+
+    pairs: _OnFirstUse[list[Pair]] = _OnFirstUse()
+    params: _OnFirstUse[list[ParamPair]] = _OnFirstUse()
+    unpaired_paddle: _OnFirstUse[list[str]] = _OnFirstUse()
+    unpaired_torch: _OnFirstUse[list[str]] = _OnFirstUse()
 
     def __init__(self) -> None:
         self._pairs: list[Pair] = []
@@ -250,51 +282,6 @@ class Pairing:
         finish, self._finish = self._finish, None
         if finish is not None:
             finish()
-
-    @property
-    def pairs(self) -> list[Pair]:
-        """Layers paired (leaves with parameters, containers, parameter-less leaves), in the Paddle
-        model's registration order."""
-        self._complete()
-        return self._pairs
-
-    @pairs.setter
-    def pairs(self, value: list[Pair]) -> None:
-        self._complete()
-        self._pairs = value
-
-    @property
-    def params(self) -> list[ParamPair]:
-        """Every destination parameter / buffer and the source entry setting it."""
-        self._complete()
-        return self._params
-
-    @params.setter
-    def params(self, value: list[ParamPair]) -> None:
-        self._complete()
-        self._params = value
-
-    @property
-    def unpaired_paddle(self) -> list[str]:
-        """Paths of Paddle layers with own parameters left unpaired."""
-        self._complete()
-        return self._unpaired_paddle
-
-    @unpaired_paddle.setter
-    def unpaired_paddle(self, value: list[str]) -> None:
-        self._complete()
-        self._unpaired_paddle = value
-
-    @property
-    def unpaired_torch(self) -> list[str]:
-        """Paths of torch layers with own parameters left unpaired."""
-        self._complete()
-        return self._unpaired_torch
-
-    @unpaired_torch.setter
-    def unpaired_torch(self, value: list[str]) -> None:
-        self._complete()
-        self._unpaired_torch = value
 
     # -- lookups -------------------------------------------------------------------------
     def for_paddle(self, path: str) -> Pair | None:

@@ -123,6 +123,12 @@ def test_bert_pairing_pairs_containers_and_parameterless_leaves(hf_bert_pair) ->
     json.dumps(pairing.to_dict())
     with pytest.raises(TransferError, match="both torch"):
         align.pair(hf, make_hf("BertModel"))
+    # transfer's pairing computes the layer pairs only when asked, and then the same ones
+    report, same = align.transfer(hf, pd), align.pair(hf, pd)  # the same direction: the same step order
+    assert report.pairing._finish is not None
+    assert report.to_dict()["pairs"] == [p._asdict() for p in same.pairs]
+    assert report.pairing._finish is None and report.pairing.params == same.params
+    assert report.pairing.unpaired_paddle == same.unpaired_paddle == []
 
 
 def test_bert_masked_lm_tied_decoder(hf_bert_mlm_pair, bert_inputs) -> None:
