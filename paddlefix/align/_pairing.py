@@ -941,27 +941,14 @@ def _containers(pairs: dict[str, Pair], p: _Pairer, paddle_side: _Side, torch_si
         """layer path -> canonical names of every entry under it (read ``through`` a mapping:
         None for a layer holding an entry the mapping lacks)."""
         under: dict[str, set[str] | None] = {}
-        alias = side.alias
-        for path, unit in side.units.items():  # a layer's own entries count for it and every layer above it
-            own: set[str] | None = {alias.get(n, n) for n in unit.params.values()}
-            if through is not None:
-                assert own is not None
-                own = None if any(c not in through for c in own) else {t for c in own for t in through[c]}
-            prefixes = [""]
-            k = path.find(".") if path else -2
-            while k != -2:
-                prefixes.append(path if k < 0 else path[:k])
-                k = -2 if k < 0 else path.find(".", k + 1)
-            for prefix in prefixes:
-                names = under.get(prefix, ())
-                if names is None:
-                    continue
-                if own is None:
-                    under[prefix] = None
-                elif names:
-                    names.update(own)
-                else:
-                    under[prefix] = set(own)
+        for path, names in _names_under(side.tensors).items():
+            canon = {side.alias.get(n, n) for n in names}
+            if through is None:
+                under[path] = canon
+            elif all(c in through for c in canon):
+                under[path] = {t for c in canon for t in through[c]}
+            else:
+                under[path] = None
         return under
 
     t_under, p_under = index(torch_side), index(paddle_side, p2t)

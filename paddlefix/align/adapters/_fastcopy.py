@@ -201,23 +201,31 @@ def _transpose_plan(torch: Any, dst: Any, src: Any, spans: tuple[tuple[int, int]
     return kernel, rows, cols, s_span[0], ld, d_span[0], dst.element_size()
 
 
-def _tasks(torch: Any, dst: Any, src: Any, spans: tuple[tuple[int, int], tuple[int, int]] | None = None) -> list[tuple[float, _Task]]:
+def _tasks(torch: Any, dst: Any, src: Any, spans: tuple[tuple[int, int], tuple[int, int]]) -> list[tuple[float, _Task]]:
     """The copy ``dst <- src`` as independent (cost, task) pieces a worker thread can run.
 
-    ``spans``: ``(_span(dst), _span(src))`` when known.
+    ``spans``: ``(_span(dst), _span(src))``.
     """
-    spans = spans if spans is not None else (_span(dst), _span(src))
     same = _cpu_same(torch, dst, src)
     plan = _transpose_plan(torch, dst, src, spans, same)
     nbytes = spans[0][1] - spans[0][0]
     if plan is not None:
-        kernel, rows, cols, s0, ld, d0, size = plan
-        return [(nbytes * _TRANSPOSE_COST, functools.partial(_tiles, kernel, rows, cols, s0, ld, d0, rows, size))]
+        return [_transpose_task(plan, nbytes)]
     if same and src.is_contiguous() and not _overlap(*spans):
-        d0, s0 = spans[0][0], spans[1][0]
-        return [(float(min(_CHUNK_BYTES, nbytes - k)), functools.partial(_memmove, d0 + k, s0 + k, min(_CHUNK_BYTES, nbytes - k)))
-                for k in range(0, nbytes, _CHUNK_BYTES)]
+        return _memmove_tasks(spans[0][0], spans[1][0], nbytes)
     return [(float(nbytes), functools.partial(dst.copy_, src))]
+
+
+def _transpose_task(plan: tuple[Callable[..., None], int, int, int, int, int, int], nbytes: int) -> tuple[float, _Task]:
+    """A whole transpose (a :func:`_transpose_plan`) as one piece, its cost weighted."""
+    kernel, rows, cols, s0, ld, d0, size = plan
+    return nbytes * _TRANSPOSE_COST, functools.partial(_tiles, kernel, rows, cols, s0, ld, d0, rows, size)
+
+
+def _memmove_tasks(d0: int, s0: int, nbytes: int) -> list[tuple[float, _Task]]:
+    """A plain copy of ``nbytes`` as pieces of at most ``_CHUNK_BYTES`` (to balance the threads)."""
+    return [(float(min(_CHUNK_BYTES, nbytes - k)), functools.partial(_memmove, d0 + k, s0 + k, min(_CHUNK_BYTES, nbytes - k)))
+            for k in range(0, nbytes, _CHUNK_BYTES)]
 
 
 def _memmove(dst: int, src: int, nbytes: int) -> None:
@@ -295,10 +303,7 @@ def _array_plan(torch: Any, ptr: int, arr: Any) -> tuple[tuple[tuple[int, int], 
         s_span = (s0, s0 + nbytes)
         if _overlap(d_span, s_span):
             return None
-        tasks: list[tuple[float, _Task]] = [
-            (float(min(_CHUNK_BYTES, nbytes - k)), functools.partial(_memmove, ptr + k, s0 + k, min(_CHUNK_BYTES, nbytes - k)))
-            for k in range(0, nbytes, _CHUNK_BYTES)]
-        return (d_span, s_span), tasks, None
+        return (d_span, s_span), _memmove_tasks(ptr, s0, nbytes), None
     if arr.ndim != 2:
         return None
     (cols, rows), (st0, st1) = arr.shape, arr.strides  # arr is the transpose of a rows x cols matrix
@@ -312,7 +317,7 @@ def _array_plan(torch: Any, ptr: int, arr: Any) -> tuple[tuple[tuple[int, int], 
     if _overlap(d_span, s_span):
         return None
     plan = (kernel, rows, cols, s0, ld, ptr, size)
-    return (d_span, s_span), [(nbytes * _TRANSPOSE_COST, functools.partial(_tiles, *plan[:6], rows, size))], plan
+    return (d_span, s_span), [_transpose_task(plan, nbytes)], plan
 
 
 def copy_array_later(ptr: int, arr: Any, temporary: bool = True) -> bool:

@@ -54,6 +54,15 @@ def _contiguous(arr: np.ndarray) -> np.ndarray:
     return out
 
 
+def _dense_cpu(tensor: Any) -> bool:
+    """Whether ``tensor`` is an initialised, contiguous CPU tensor (its memory can be written as is)."""
+    try:
+        return bool(tensor.place.is_cpu_place() and tensor._is_initialized()
+                    and (not hasattr(tensor, "is_contiguous") or tensor.is_contiguous()))
+    except Exception:  # a tensor that cannot say (a distributed tensor, an old Paddle): not written as is
+        return False
+
+
 def torch_view(tensor: Any) -> Any:
     """A torch tensor sharing ``tensor``'s memory (DLPack), or None where that is not possible.
 
@@ -62,13 +71,9 @@ def torch_view(tensor: Any) -> Any:
     Paddle tensor in place, like ``set_value`` does: same allocation, no autograd record.
     """
     torch = sys.modules.get("torch")
-    if torch is None:
+    if torch is None or not _dense_cpu(tensor):
         return None
     try:
-        if not tensor.place.is_cpu_place() or not tensor._is_initialized():
-            return None
-        if hasattr(tensor, "is_contiguous") and not tensor.is_contiguous():
-            return None
         view = torch.utils.dlpack.from_dlpack(paddle.utils.dlpack.to_dlpack(tensor))
     except Exception:  # any refusal (device, dtype, distributed tensor, old Paddle): the other path
         return None
@@ -88,14 +93,9 @@ def _copy_into_view(tensor: Any, arr: np.ndarray, dtype: str, temporary: bool = 
     if dtype == "bfloat16" or arr.dtype != np.dtype(dtype) or arr.dtype.kind not in "biuf" or arr.size == 0:
         return False
     torch = sys.modules.get("torch")
-    if torch is None:
+    if torch is None or not _dense_cpu(tensor):
         return False
-    try:
-        dense = tensor.place.is_cpu_place() and tensor._is_initialized() and (
-            not hasattr(tensor, "is_contiguous") or tensor.is_contiguous())
-    except Exception:  # a tensor that cannot say (a distributed tensor): the other paths
-        dense = False
-    if dense and copy_array_later(int(tensor.data_ptr()), arr, temporary):
+    if copy_array_later(int(tensor.data_ptr()), arr, temporary):
         return True  # straight into the tensor's memory (no torch view made: the common case)
     try:
         if arr.flags.writeable:
